@@ -1,0 +1,283 @@
+//! Profiles: the operations of the profile API and how they resolve into store writes.
+//!
+//! A profile is one user id in one folder with a set of segment links, each with its own
+//! expiry. Every operation is expressed as *blind writes* (clear all, remove these, add these
+//! with these expiries), applied in that order, so replaying a logged operation over a state that
+//! already contains it changes nothing.
+
+use std::collections::HashSet;
+
+use crate::clock::Timestamp;
+use crate::ids::{SegmentKey, SegmentNum};
+
+/// Profiles without an update for this long are deleted (14 days).
+pub const DEFAULT_PROFILE_EXPIRY_SECS: i64 = 14 * 24 * 3600;
+/// Largest accepted profile batch body, in bytes (1 MB).
+pub const MAX_BATCH_BYTES: usize = 1_048_576;
+/// Most segment ids one item may name across all its lists.
+pub const MAX_SEGMENTS_PER_ITEM: usize = 10_000;
+
+/// One profile change as a client asked for it, segment ids still the provider's strings
+/// (`K` is [`SegmentKey`] or a string borrowed from the request body).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileUpdate<K = SegmentKey> {
+    pub remove_all: bool,
+    pub set: Option<Vec<K>>,
+    pub add: Vec<K>,
+    pub remove: Vec<K>,
+}
+
+impl<K> Default for ProfileUpdate<K> {
+    fn default() -> Self {
+        ProfileUpdate {
+            remove_all: false,
+            set: None,
+            add: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+}
+
+/// What the resolver needs to know about a segment referenced by a profile operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentRef {
+    pub num: SegmentNum,
+    pub ttl_minutes: u32,
+    pub selectable: bool,
+}
+
+/// A profile change ready for the store: segment numbers and absolute expiries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedUpdate {
+    /// Drop every existing link first (`removeAllSegments`, `segmentIdsToSet`, PUT).
+    pub clear: bool,
+    /// Links to drop.
+    pub remove: Vec<SegmentNum>,
+    /// Links to (re)create, each with its absolute expiry; re-adding refreshes the expiry.
+    pub add: Vec<(SegmentNum, Timestamp)>,
+}
+
+/// Why one item of a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRejection {
+    /// Lowercase human reason, e.g. `unknown segment ids: a, b`.
+    pub reason: String,
+    /// Segment ids the folder does not have, for the client to fix.
+    pub unknown_segments: Vec<String>,
+}
+
+impl<K: AsRef<str>> ProfileUpdate<K> {
+    /// A PUT of the whole segment list.
+    pub fn replace(segments: Vec<K>) -> Self {
+        ProfileUpdate {
+            set: Some(segments),
+            ..ProfileUpdate::default()
+        }
+    }
+
+    /// True when the item asks for at least one operation.
+    pub fn has_operation(&self) -> bool {
+        self.remove_all || self.set.is_some() || !self.add.is_empty() || !self.remove.is_empty()
+    }
+
+    /// Resolves segment ids through `lookup` and computes expiries from `now`.
+    ///
+    /// The item is refused whole (never half-applied) when it names a segment the folder does
+    /// not have, a non-selectable hierarchy node, or the same segment in both add and remove.
+    pub fn resolve(
+        &self,
+        now: Timestamp,
+        mut lookup: impl FnMut(&K) -> Option<SegmentRef>,
+    ) -> Result<ResolvedUpdate, ItemRejection> {
+        let mut unknown = Vec::new();
+        let mut not_selectable = Vec::new();
+        let mut resolve_list = |keys: &[K], adding: bool| -> Vec<SegmentRef> {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                match lookup(key) {
+                    Some(seg) if adding && !seg.selectable => {
+                        not_selectable.push(key.as_ref().to_owned())
+                    }
+                    Some(seg) => out.push(seg),
+                    None => unknown.push(key.as_ref().to_owned()),
+                }
+            }
+            out
+        };
+        let set = self.set.as_deref().map(|keys| resolve_list(keys, true));
+        let add = resolve_list(&self.add, true);
+        let remove = resolve_list(&self.remove, false);
+        if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
+            return Err(ItemRejection {
+                reason: format!("unknown segment ids: {}", unknown.join(", ")),
+                unknown_segments: unknown,
+            });
+        }
+        if !not_selectable.is_empty() {
+            not_selectable.sort();
+            not_selectable.dedup();
+            return Err(ItemRejection {
+                reason: format!(
+                    "segments are not selectable (hierarchy nodes only): {}",
+                    not_selectable.join(", ")
+                ),
+                unknown_segments: Vec::new(),
+            });
+        }
+        let removed: HashSet<SegmentNum> = remove.iter().map(|s| s.num).collect();
+        let mut conflicting: Vec<&str> = self
+            .add
+            .iter()
+            .zip(add.iter())
+            .filter(|(_, seg)| removed.contains(&seg.num))
+            .map(|(key, _)| key.as_ref())
+            .collect();
+        if !conflicting.is_empty() {
+            conflicting.sort();
+            conflicting.dedup();
+            return Err(ItemRejection {
+                reason: format!(
+                    "segments are both in segmentIdsToAdd and segmentIdsToRemove: {}",
+                    conflicting.join(", ")
+                ),
+                unknown_segments: Vec::new(),
+            });
+        }
+        let expiry = |seg: &SegmentRef| now.plus_secs(seg.ttl_minutes as i64 * 60);
+        let mut resolved = ResolvedUpdate {
+            clear: self.remove_all || set.is_some(),
+            remove: remove.iter().map(|s| s.num).collect(),
+            add: Vec::with_capacity(add.len() + set.as_ref().map_or(0, Vec::len)),
+        };
+        for seg in set.iter().flatten().chain(add.iter()) {
+            resolved.add.push((seg.num, expiry(seg)));
+        }
+        Ok(resolved)
+    }
+}
+
+/// One live link of a profile, as reads return it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSegment {
+    pub num: SegmentNum,
+    pub expires_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> SegmentKey {
+        SegmentKey::parse(s).unwrap()
+    }
+
+    fn catalog(k: &SegmentKey) -> Option<SegmentRef> {
+        match k.as_str() {
+            "a" => Some(SegmentRef {
+                num: SegmentNum(1),
+                ttl_minutes: 1,
+                selectable: true,
+            }),
+            "b" => Some(SegmentRef {
+                num: SegmentNum(2),
+                ttl_minutes: 60,
+                selectable: true,
+            }),
+            "parent" => Some(SegmentRef {
+                num: SegmentNum(3),
+                ttl_minutes: 60,
+                selectable: false,
+            }),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn add_uses_each_segment_ttl() {
+        let now = Timestamp::from_secs(1_000);
+        let update: ProfileUpdate = ProfileUpdate {
+            add: vec![key("a"), key("b")],
+            ..Default::default()
+        };
+        let resolved = update.resolve(now, catalog).unwrap();
+        assert!(!resolved.clear);
+        assert_eq!(
+            resolved.add,
+            vec![
+                (SegmentNum(1), Timestamp::from_secs(1_060)),
+                (SegmentNum(2), Timestamp::from_secs(4_600))
+            ]
+        );
+    }
+
+    #[test]
+    fn set_and_remove_all_clear_first() {
+        let now = Timestamp::from_secs(0);
+        let set = ProfileUpdate::replace(vec![key("a")])
+            .resolve(now, catalog)
+            .unwrap();
+        assert!(set.clear);
+        assert_eq!(set.add.len(), 1);
+        let wipe: ProfileUpdate = ProfileUpdate {
+            remove_all: true,
+            ..Default::default()
+        };
+        let wipe = wipe.resolve(now, catalog).unwrap();
+        assert!(wipe.clear && wipe.add.is_empty());
+    }
+
+    #[test]
+    fn unknown_segments_refuse_the_whole_item() {
+        let update = ProfileUpdate {
+            add: vec![key("a"), key("zzz"), key("yyy")],
+            ..Default::default()
+        };
+        let err = update
+            .resolve(Timestamp::from_secs(0), catalog)
+            .unwrap_err();
+        assert_eq!(
+            err.unknown_segments,
+            vec!["yyy".to_string(), "zzz".to_string()]
+        );
+        assert!(err.reason.contains("unknown segment ids"));
+    }
+
+    #[test]
+    fn hierarchy_nodes_cannot_be_joined_but_can_be_removed() {
+        let join = ProfileUpdate {
+            add: vec![key("parent")],
+            ..Default::default()
+        };
+        assert!(join.resolve(Timestamp::from_secs(0), catalog).is_err());
+        let leave = ProfileUpdate {
+            remove: vec![key("parent")],
+            ..Default::default()
+        };
+        assert!(leave.resolve(Timestamp::from_secs(0), catalog).is_ok());
+    }
+
+    #[test]
+    fn add_and_remove_of_one_segment_is_refused() {
+        let update = ProfileUpdate {
+            add: vec![key("a")],
+            remove: vec![key("a")],
+            ..Default::default()
+        };
+        assert!(update.resolve(Timestamp::from_secs(0), catalog).is_err());
+    }
+
+    #[test]
+    fn an_item_needs_an_operation() {
+        assert!(!ProfileUpdate::<SegmentKey>::default().has_operation());
+        assert!(
+            ProfileUpdate::<SegmentKey> {
+                remove_all: true,
+                ..Default::default()
+            }
+            .has_operation()
+        );
+        assert!(ProfileUpdate::<SegmentKey>::replace(vec![]).has_operation());
+    }
+}
