@@ -1,0 +1,20 @@
+//! segmart storage: the two stores every node talks to, behind traits.
+//!
+//! - [`catalog::Catalog`]: the control plane (providers, folders, OAuth clients, segments,
+//!   settings). Embedded default: SQLite ([`sqlite::SqliteCatalog`]); PostgreSQL follows behind
+//!   the same trait.
+//! - [`profile::ProfileStore`]: the data plane (user → segment links with expiries), the hot path.
+//!   Embedded default: [`embedded`], an in-memory table with a group-committed write-ahead log
+//!   and snapshots; a Redis Cluster backend follows behind the same trait.
+//!
+//! Architecture invariant: this crate knows nothing about HTTP or JSON. Its traits speak domain
+//! types and batches (no per-key round trips), so a networked backend can implement them.
+
+pub mod catalog;
+pub mod embedded;
+pub mod ingest_files;
+pub mod profile;
+pub mod sqlite;
+
+#[cfg(test)]
+mod catalog_conformance;

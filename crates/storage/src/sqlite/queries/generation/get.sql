@@ -1,0 +1,1 @@
+SELECT value FROM catalog_generation WHERE id = 1

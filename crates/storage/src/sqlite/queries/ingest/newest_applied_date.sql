@@ -1,0 +1,3 @@
+SELECT MAX(file_date)
+FROM ingest_files
+WHERE provider_id = ?1 AND kind = ?2 AND status = 'applied'

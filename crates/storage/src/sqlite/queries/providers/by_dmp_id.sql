@@ -1,0 +1,3 @@
+SELECT id, name, dmp_id, default_cost_type, default_cost_value, default_currency, created_at
+FROM providers
+WHERE dmp_id = ?1

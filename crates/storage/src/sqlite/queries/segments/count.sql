@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM segments WHERE folder_id = ?1
