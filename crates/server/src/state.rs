@@ -1,0 +1,63 @@
+//! What every request handler can reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use segmart_domain::Clock;
+use segmart_storage::catalog::Catalog;
+use segmart_storage::profile::{ProfileKeyer, ProfileStore};
+use uuid::Uuid;
+
+use crate::directory::Directory;
+use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimitSettings, RateLimiter};
+use crate::token::TokenSigner;
+
+/// Server behaviour that configuration may change.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The region this node serves; profiles written here are targetable only here.
+    pub region: String,
+    /// The `target-entity` UUID clients name in their OAuth scope.
+    pub target_entity: Uuid,
+    /// Lifetime of issued tokens (3599 s).
+    pub token_ttl_secs: i64,
+    pub rate_limits: RateLimitSettings,
+    /// Largest profile batch body (1 MB).
+    pub max_batch_bytes: usize,
+    /// How often the catalog is checked for changes made elsewhere.
+    pub catalog_poll_interval: Duration,
+}
+
+impl Settings {
+    pub fn new(target_entity: Uuid) -> Self {
+        Settings {
+            region: "default".into(),
+            target_entity,
+            token_ttl_secs: 3599,
+            rate_limits: RateLimitSettings::default(),
+            max_batch_bytes: segmart_domain::profile::MAX_BATCH_BYTES,
+            catalog_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Shared state of one server instance.
+pub struct AppState {
+    pub catalog: Arc<dyn Catalog>,
+    pub profiles: Arc<dyn ProfileStore>,
+    /// Turns (folder, profile id) into store keys; owned by the profile store's deployment.
+    pub keyer: ProfileKeyer,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: TokenSigner,
+    pub directory: Arc<Directory>,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    /// SHA-256 (hex) of the operator token that guards `/admin`.
+    pub operator_token_sha256: String,
+    /// Batch file ingestion: spool, worker wake-up and progress.
+    pub ingest: Arc<crate::ingest::IngestHub>,
+}
+
+pub type SharedState = Arc<AppState>;
