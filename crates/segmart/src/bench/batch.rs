@@ -1,0 +1,109 @@
+//! `segmart bench batch`: one 1 MB profile batch parsed, resolved and applied, on one core —
+//! the CPU cost of a batch POST without HTTP.
+//!
+//! Two figures: parse + resolve alone (the request path before the store), and parse,
+//! resolve and durable write through the store. The store's log lives on the directory given by `--dir`
+//! (default: a temporary directory; use a tmpfs such as /dev/shm to leave fsync latency out and
+//! see the CPU cost, or a real disk to see one group commit per batch).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use segmart_domain::segment::SegmentDraft;
+use segmart_domain::{Clock, IdType, SegmentKey, SystemClock};
+use segmart_server::directory::Directory;
+use segmart_server::profiles::prepare_batch;
+use segmart_storage::catalog::Catalog;
+use segmart_storage::embedded::{EmbeddedConfig, EmbeddedProfileStore};
+use segmart_storage::profile::WriteBatch;
+use segmart_storage::sqlite::SqliteCatalog;
+
+use super::data::{Generator, batch_body, fmt_ns, percentile, segment_name};
+
+#[derive(clap::Args, Debug)]
+pub struct BatchArgs {
+    /// Batches to time.
+    #[arg(long, default_value_t = 300)]
+    pub batches: usize,
+    /// Directory for the store's log (a temporary directory when absent).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+const SEGMENTS: u32 = 1_000;
+
+pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
+    let temp = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let catalog = SqliteCatalog::open(&temp.path().join("catalog.sqlite")).await?;
+    let now = clock.now();
+    let provider = catalog.create_provider("bench", now).await?;
+    let folder = catalog
+        .create_folder(provider.id, "cookies", IdType::Cookie, now)
+        .await?;
+    for i in 0..SEGMENTS {
+        let spec = SegmentDraft {
+            name: Some(segment_name(i)),
+            ..SegmentDraft::default()
+        }
+        .validate()?;
+        let key = SegmentKey::parse(&segment_name(i)).map_err(anyhow::Error::msg)?;
+        catalog.create_segment(folder.id, &key, &spec, now).await?;
+    }
+    let directory = Directory::load(&catalog).await?;
+    let store_clock = clock.clone();
+    let store_dir = temp.path().join("profiles");
+    let store = tokio::task::spawn_blocking(move || {
+        EmbeddedProfileStore::open(EmbeddedConfig::new(store_dir), store_clock)
+    })
+    .await??;
+    let keyer = store.keyer().clone();
+
+    let mut generator = Generator::new(7, SEGMENTS);
+    let bodies: Vec<(Vec<u8>, usize)> = (0..16)
+        .map(|_| batch_body(&mut generator, 1_048_576))
+        .collect();
+    println!(
+        "segmart bench batch — {} batches of {} bytes / {} items ({} segments per item on average)\n",
+        args.batches,
+        bodies[0].0.len(),
+        bodies[0].1,
+        6.5
+    );
+    let (prepare, total) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+            let mut prepare = Vec::with_capacity(args.batches);
+            let mut total = Vec::with_capacity(args.batches);
+            for i in 0..args.batches {
+                let (body, _) = &bodies[i % bodies.len()];
+                let started = Instant::now();
+                let now = clock.now();
+                let prepared = prepare_batch(body, &folder, &directory, &keyer, now)
+                    .map_err(|e| anyhow::anyhow!(e.message))?;
+                prepare.push(started.elapsed().as_nanos() as u64);
+                store.write_blocking(WriteBatch {
+                    at: now,
+                    mutations: prepared.mutations,
+                })?;
+                total.push(started.elapsed().as_nanos() as u64);
+            }
+            store.shutdown_blocking()?;
+            Ok((prepare, total))
+        })
+        .await??;
+    let report = |name: &str, mut samples: Vec<u64>| {
+        samples.sort_unstable();
+        println!(
+            "{name:<46} p50 {:>9}  p99 {:>9}  max {:>9}",
+            fmt_ns(percentile(&samples, 0.5)),
+            fmt_ns(percentile(&samples, 0.99)),
+            fmt_ns(*samples.last().unwrap_or(&0))
+        );
+    };
+    report("parse + resolve (request path before the store)", prepare);
+    report("parse + resolve + durable apply", total);
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `segmart bench …`: the benchmarks behind BENCHMARKS.md, each one command.
+
+pub mod batch;
+pub mod data;
+pub mod http;
+pub mod ingest;
+pub mod resp;
+pub mod store;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The embedded profile store in-process: memory, lookups, bulk writes, recovery; Redis as
+    /// the memory peer.
+    Store(store::StoreArgs),
+    /// One 1 MB profile batch parsed, resolved and applied on one core.
+    Batch(batch::BatchArgs),
+    /// Profile API over HTTP on loopback (GET and 1 MB batch POST), Redis as the peer.
+    Http(http::HttpArgs),
+    /// A realistic gzip batch file applied end to end through the ingest pipeline;
+    /// `redis-cli --pipe` SADD of the same memberships as the peer.
+    Ingest(ingest::IngestBenchArgs),
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Store(args) => tokio::task::spawn_blocking(move || store::run(args)).await?,
+        BenchCommand::Batch(args) => batch::run(args).await,
+        BenchCommand::Http(args) => http::run(args).await,
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+    }
+}
