@@ -6,6 +6,7 @@
 //! - [`profile::ProfileStore`]: the data plane (user → segment links with expiries), the hot path.
 //!   Embedded default: [`embedded`], an in-memory table with a group-committed write-ahead log
 //!   and snapshots; a Redis Cluster backend follows behind the same trait.
+//! - [`ledger::Ledger`]: the billing ledger (one record per metered impression).
 //!
 //! Architecture invariant: this crate knows nothing about HTTP or JSON. Its traits speak domain
 //! types and batches (no per-key round trips), so a networked backend can implement them.
@@ -13,6 +14,7 @@
 pub mod catalog;
 pub mod embedded;
 pub mod ingest_files;
+pub mod ledger;
 pub mod profile;
 pub mod sqlite;
 
