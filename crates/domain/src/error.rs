@@ -27,6 +27,10 @@ pub enum ErrorCode {
     ForeignResource,
     /// The operator credential is missing or wrong.
     OperatorOnly,
+    /// A user name and password that do not match (`POST /auth`).
+    BadCredentials,
+    /// The caller is signed in but its role may not do this (e.g. a buyer on a provider API).
+    WrongRole,
     /// The resource does not exist (or the URL is malformed).
     NotFound,
     /// The resource exists but not with this HTTP method.
@@ -45,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
@@ -55,6 +59,8 @@ impl ErrorCode {
         ErrorCode::MissingPermission,
         ErrorCode::ForeignResource,
         ErrorCode::OperatorOnly,
+        ErrorCode::BadCredentials,
+        ErrorCode::WrongRole,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::AlreadyExists,
@@ -69,8 +75,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::MalformedJson => 400,
             ErrorCode::MissingToken | ErrorCode::InvalidToken | ErrorCode::ExpiredToken => 401,
-            ErrorCode::OperatorOnly => 401,
-            ErrorCode::MissingPermission | ErrorCode::ForeignResource => 403,
+            ErrorCode::OperatorOnly | ErrorCode::BadCredentials => 401,
+            ErrorCode::MissingPermission | ErrorCode::ForeignResource | ErrorCode::WrongRole => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::AlreadyExists => 409,
@@ -92,6 +98,8 @@ impl ErrorCode {
             ErrorCode::MissingPermission => "missing_permission",
             ErrorCode::ForeignResource => "foreign_resource",
             ErrorCode::OperatorOnly => "operator_only",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::WrongRole => "wrong_role",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::AlreadyExists => "already_exists",

@@ -42,6 +42,9 @@ enum AdminCommand {
     Client(ClientCommand),
     /// Replace the operator token of the /admin HTTP API (the old one stops working).
     RotateOperatorToken,
+    /// Billing: revshare, pricing taxonomy, exchange rates, buyers, users, bidders.
+    #[command(subcommand)]
+    Billing(crate::admin_billing::BillingCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -324,6 +327,9 @@ pub async fn run(mut config: Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Client(ClientCommand::Revoke { client }) => {
             let c = ClientDto::new(ops::revoke_client(catalog, client).await?, None);
             print(json, &c, || client_text(&c))
+        }
+        AdminCommand::Billing(command) => {
+            crate::admin_billing::run(catalog, clock.as_ref(), json, command).await
         }
         AdminCommand::RotateOperatorToken => {
             let token = ops::new_operator_token(catalog).await?;

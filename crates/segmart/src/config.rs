@@ -28,6 +28,29 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub profiles: ProfilesConfig,
     pub ingest: IngestConfig,
+    pub billing: BillingConfig,
+}
+
+/// `[billing]`: metering and sign-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// ISO 4217 code every charge is converted into (USD).
+    pub settlement_currency: String,
+    /// Lifetime of a `POST /auth` session (2 hours).
+    pub session_ttl_secs: i64,
+    /// Usage batches that may wait for the ledger; beyond, the bidder gets 429.
+    pub ledger_queue_capacity: usize,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            settlement_currency: "USD".into(),
+            session_ttl_secs: 7200,
+            ledger_queue_capacity: 1024,
+        }
+    }
 }
 
 /// `[ingest]`: batch file ingestion.
@@ -125,6 +148,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             profiles: ProfilesConfig::default(),
             ingest: IngestConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -221,6 +245,16 @@ impl Config {
         }
         if self.ingest.poll_interval_ms == 0 || self.ingest.batch_lines == 0 {
             bail!("ingest.poll_interval_ms and ingest.batch_lines must be positive");
+        }
+        if let Err(e) =
+            segmart_domain::billing::CurrencyCode::parse(&self.billing.settlement_currency)
+        {
+            bail!("billing.settlement_currency: {e}");
+        }
+        if self.billing.session_ttl_secs < 60 || self.billing.ledger_queue_capacity == 0 {
+            bail!(
+                "billing.session_ttl_secs must be at least 60 and billing.ledger_queue_capacity positive"
+            );
         }
         Ok(())
     }

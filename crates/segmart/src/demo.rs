@@ -27,6 +27,156 @@ pub struct DemoFile {
     /// The DMP ID the demo provider's batch files are named with.
     #[serde(default)]
     pub dmp_id: String,
+    /// Sign-in of the demo provider's user (`POST /auth`, the billing API).
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// The demo provider's member id (also its `data_provider_id`).
+    #[serde(default)]
+    pub member_id: i64,
+    #[serde(default)]
+    pub data_provider_id: i64,
+    /// The demo pricing taxonomy's category (FIX 1.50 USD CPM).
+    #[serde(default)]
+    pub data_category_id: i64,
+    /// A demo buyer (end advertiser) and a bidder token for `POST /bidder/usage`.
+    #[serde(default)]
+    pub buyer_id: i64,
+    #[serde(default)]
+    pub bidder_token: String,
+}
+
+/// What the demo's billing set-up produced.
+struct DemoBilling {
+    username: String,
+    password: String,
+    member_id: i64,
+    data_category_id: i64,
+    buyer_id: i64,
+    bidder_token: String,
+}
+
+const DEMO_USERNAME: &str = "demo";
+const DEMO_BUYER: &str = "Demo advertiser";
+
+/// The demo pricing taxonomy (a publisher, a FIX category), the provider's user, a buyer, a
+/// bidder token and a RUB rate, created unless they exist; credentials of an earlier demo.json
+/// are kept while they still work.
+async fn prepare_billing(
+    catalog: &dyn Catalog,
+    clock: &dyn segmart_domain::Clock,
+    old: Option<&DemoFile>,
+) -> anyhow::Result<DemoBilling> {
+    use segmart_domain::billing::{CurrencyCode, Price};
+    use segmart_domain::pricing::CostType;
+    use segmart_storage::billing_catalog::{BuyerKind, UserRole};
+    let now = clock.now();
+    let member = catalog
+        .member_of_provider(DEMO_PROVIDER)
+        .await?
+        .context("the demo provider has no member")?;
+    if member.data_revshare_pct == 0.0 {
+        catalog.set_revshare(member.member_id, 20.0, now).await?;
+    }
+    let publisher = match catalog
+        .list_publishers(Some(member.member_id))
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some(p) => p,
+        None => {
+            catalog
+                .create_publisher(member.member_id, "Demo publisher", now)
+                .await?
+        }
+    };
+    let category = match catalog
+        .list_categories(Some(member.member_id))
+        .await?
+        .into_iter()
+        .next()
+    {
+        Some(c) => c,
+        None => {
+            let price = Price {
+                cost_type: CostType::Fix,
+                value: 1.5,
+                currency: CurrencyCode::USD,
+            };
+            catalog
+                .create_category(publisher.id, "Demo audiences", price, now)
+                .await?
+        }
+    };
+    if catalog.rates().await?.is_empty() {
+        catalog.set_rate(CurrencyCode::RUB, 0.011, now).await?;
+    }
+    let buyer = match catalog
+        .list_buyers()
+        .await?
+        .into_iter()
+        .find(|b| b.name == DEMO_BUYER)
+    {
+        Some(b) => b,
+        None => {
+            catalog
+                .create_buyer(DEMO_BUYER, BuyerKind::Advertiser, now)
+                .await?
+        }
+    };
+    let password = match (catalog.user_by_name(DEMO_USERNAME).await?, old) {
+        (None, _) => {
+            let password = ops::new_password();
+            ops::create_user(
+                catalog,
+                clock,
+                DEMO_USERNAME,
+                &password,
+                UserRole::Provider(member.member_id),
+            )
+            .await?;
+            password
+        }
+        (Some(user), old) => {
+            let kept = old.map(|o| o.password.clone()).unwrap_or_default();
+            let hash = user.password_hash.clone();
+            let check = kept.clone();
+            let valid =
+                tokio::task::spawn_blocking(move || secrets::verify_secret(&check, &hash)).await?;
+            if valid && !kept.is_empty() {
+                kept
+            } else {
+                let password = ops::new_password();
+                ops::set_password(catalog, DEMO_USERNAME, &password).await?;
+                password
+            }
+        }
+    };
+    let live_bidders = catalog.list_bidders().await?;
+    let kept_token = old.map(|o| o.bidder_token.clone()).filter(|t| {
+        let hash = secrets::sha256_hex(t);
+        live_bidders.iter().any(|b| {
+            !b.revoked && secrets::constant_time_eq(b.token_hash.as_bytes(), hash.as_bytes())
+        })
+    });
+    let bidder_token = match kept_token {
+        Some(t) => t,
+        None => {
+            ops::create_bidder(catalog, clock, "Demo bidder")
+                .await?
+                .token
+        }
+    };
+    Ok(DemoBilling {
+        username: DEMO_USERNAME.to_owned(),
+        password,
+        member_id: member.member_id,
+        data_category_id: category.id,
+        buyer_id: buyer.id,
+        bidder_token,
+    })
 }
 
 /// The demo provider's DMP ID: its batch files are named `demo_dmp.[DATE].[FILE ID].txt.gz`.
@@ -113,6 +263,36 @@ pub async fn prepare(config: &Config, node: &Node) -> anyhow::Result<()> {
         node.state.settings.target_entity,
         PermissionSet::ALL
     );
+    let old: Option<DemoFile> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let billing = prepare_billing(catalog, clock, old.as_ref()).await?;
+    // The sports-fans segment is mapped to the demo category, public to every buyer.
+    let sports = SegmentKey::parse("sports-fans").expect("valid");
+    if let Some(segment) = catalog.get_segment(DEMO_FOLDER, &sports).await?
+        && catalog
+            .list_mappings(billing.member_id, 0, 1000)
+            .await?
+            .0
+            .iter()
+            .all(|m| m.segment_num != segment.num.0)
+    {
+        catalog
+            .create_mapping(
+                billing.member_id,
+                &segmart_storage::billing_catalog::MappingDraft {
+                    segment_num: segment.num.0,
+                    data_category_id: billing.data_category_id,
+                    active: true,
+                    is_public: true,
+                    data_segment_type: "Interest".into(),
+                    recommend_include: true,
+                },
+                now,
+            )
+            .await?;
+    }
+    node.state.billing.reload(catalog).await?;
     let reusable = reusable_client(catalog, &path).await;
     let (client_id, client_secret) = match reusable {
         Some(found) => found,
@@ -137,6 +317,13 @@ pub async fn prepare(config: &Config, node: &Node) -> anyhow::Result<()> {
         scope,
         segment_provider_id: DEMO_FOLDER.to_string(),
         dmp_id: DEMO_DMP_ID.to_owned(),
+        username: billing.username,
+        password: billing.password,
+        member_id: billing.member_id,
+        data_provider_id: billing.member_id,
+        data_category_id: billing.data_category_id,
+        buyer_id: billing.buyer_id,
+        bidder_token: billing.bidder_token,
     };
     write_private(&path, serde_json::to_string_pretty(&demo)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -173,6 +360,13 @@ fn print_walkthrough(demo: &DemoFile, path: &std::path::Path) {
         scope,
         segment_provider_id,
         dmp_id,
+        username,
+        password,
+        member_id,
+        data_category_id,
+        bidder_token,
+        buyer_id,
+        ..
     } = demo;
     println!(
         r#"
@@ -196,6 +390,14 @@ segmart demo tenant ready — credentials in {path}
 
 Batch files of this provider are named {dmp_id}.[yyyy-MM-dd_HH-mm-ss].[FILE ID].txt.gz: upload them
 with PUT {base_url}/segmentproviders/{segment_provider_id}/files/<name> (README, "Batch files").
+
+Billing (seed 002's API family): sign in, view the pricing taxonomy and the mapping records:
+   curl -s -b cookies -c cookies -X POST {base_url}/auth -d '{{"auth":{{"username":"{username}","password":"{password}"}}}}'
+   curl -s -b cookies -c cookies {base_url}/data-provider
+   curl -s -b cookies -c cookies '{base_url}/segment-billing-category?member_id={member_id}'
+The bidder reports impressions that used data (segment ids are the segments' integer `id`):
+   curl -s -H 'Authorization: Bearer {bidder_token}' {base_url}/bidder/usage -d '{{"events":[{{"impressionId":"imp-1","time":"'$(date -u +%Y-%m-%dT%H:%M:%SZ)'","buyerId":{buyer_id},"campaignId":1,"mediaCost":0.002,"mediaCurrency":"USD","segments":[<id of sports-fans>]}}]}}'
+   curl -s -b cookies -c cookies {base_url}/usage                       # category {data_category_id}: 1.50 USD CPM
 
 API reference: {base_url}/docs   OpenAPI: {base_url}/openapi.json   Metrics: {base_url}/metrics
 "#,

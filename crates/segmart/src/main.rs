@@ -1,6 +1,7 @@
 //! `segmart`: the audience data marketplace server and its command-line tool.
 
 mod admin;
+mod admin_billing;
 mod bench;
 mod config;
 mod demo;

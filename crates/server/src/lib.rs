@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod billing;
 pub mod body;
 pub mod directory;
 pub mod error;
@@ -57,6 +58,9 @@ use crate::error::ApiError;
         admin::create_client, admin::list_clients, admin::rotate_client, admin::revoke_client,
         ingest::api::upload_file, ingest::api::file_status, ingest::api::list_files, ingest::api::rejected_lines,
         ingest::api::operator_upload, ingest::api::operator_delivery, ingest::api::operator_progress,
+        billing::session::auth, billing::xandr::data_provider, billing::xandr::list_mappings,
+        billing::xandr::create_mapping, billing::xandr::update_mapping, billing::xandr::delete_mapping,
+        billing::metering::report_usage, billing::usage::usage_report, billing::usage::impression,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -65,6 +69,7 @@ use crate::error::ApiError;
         (name = "profiles", description = "Profile API (1000 requests per folder per second; a batch counts as one)"),
         (name = "files", description = "Batch files: upload, reports, rejected lines (profile API rate limit)"),
         (name = "admin", description = "Operator administration"),
+        (name = "billing", description = "Sign-in, pricing taxonomy, billing mappings, metering and usage reports"),
     )
 )]
 pub struct ApiDoc;
@@ -153,12 +158,30 @@ pub fn router(state: SharedState) -> Router {
             get(ingest::api::operator_progress),
         );
 
+    let billing_routes = Router::new()
+        .route("/auth", post(billing::session::auth))
+        .route("/data-provider", get(billing::xandr::data_provider))
+        .route(
+            "/segment-billing-category",
+            get(billing::xandr::list_mappings)
+                .post(billing::xandr::create_mapping)
+                .put(billing::xandr::update_mapping)
+                .delete(billing::xandr::delete_mapping),
+        )
+        .route("/bidder/usage", post(billing::metering::report_usage))
+        .route("/usage", get(billing::usage::usage_report))
+        .route(
+            "/usage/impressions/{impression}",
+            get(billing::usage::impression),
+        );
+
     Router::new()
         .route("/oauth2/token", post(oauth::token))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_page))
         .merge(folder_routes)
         .merge(admin_routes)
+        .merge(billing_routes)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -279,6 +302,13 @@ pub fn spawn_catalog_watcher(state: SharedState) -> tokio::task::JoinHandle<()> 
             {
                 tracing::warn!(error = %err, "catalog refresh failed");
             }
+            if let Err(err) = state
+                .billing
+                .refresh_if_changed(state.catalog.as_ref())
+                .await
+            {
+                tracing::warn!(error = %err, "billing rules refresh failed");
+            }
         }
     })
 }
@@ -303,6 +333,11 @@ pub async fn serve(
     state.ingest.request_stop();
     let _ = ingest_worker.await;
     let flushed = state.profiles.shutdown().await;
+    if let Err(err) = state.ledger.shutdown().await {
+        tracing::error!(error = %err, "ledger shutdown failed");
+        result?;
+        return Err(std::io::Error::other(err));
+    }
     result?;
     flushed.map_err(|err| {
         tracing::error!(error = %err, "profile store shutdown failed");

@@ -125,3 +125,85 @@ fn check_name(field: &str, name: &str) -> CatalogResult<()> {
     }
     Ok(())
 }
+
+/// A bidder credential together with its token, which exists in clear only in this answer.
+#[derive(Debug, Clone)]
+pub struct IssuedBidder {
+    pub bidder: segmart_storage::billing_catalog::Bidder,
+    pub token: String,
+}
+
+/// Creates a bidder credential for the metering API: a 256-bit random token, stored as its
+/// SHA-256 only.
+pub async fn create_bidder(
+    catalog: &dyn Catalog,
+    clock: &dyn Clock,
+    name: &str,
+) -> CatalogResult<IssuedBidder> {
+    check_name("name", name)?;
+    let token = format!("sbd_{}", secrets::new_client_secret());
+    let bidder = catalog
+        .create_bidder(name.trim(), &secrets::sha256_hex(&token), clock.now())
+        .await?;
+    Ok(IssuedBidder { bidder, token })
+}
+
+/// Longest accepted user name, in bytes.
+pub const USERNAME_MAX_BYTES: usize = 64;
+/// Shortest accepted password, in characters.
+pub const PASSWORD_MIN_CHARS: usize = 12;
+
+fn check_credentials(username: &str, password: &str) -> CatalogResult<()> {
+    let valid_name = !username.is_empty()
+        && username.len() <= USERNAME_MAX_BYTES
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    if !valid_name {
+        return Err(segmart_domain::FieldError::new(
+            "username",
+            format!("1 to {USERNAME_MAX_BYTES} characters of [A-Za-z0-9._@-]"),
+        )
+        .into());
+    }
+    if password.chars().count() < PASSWORD_MIN_CHARS {
+        return Err(segmart_domain::FieldError::new(
+            "password",
+            format!("must have at least {PASSWORD_MIN_CHARS} characters"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Creates a sign-in user for a provider (by member id) or a buyer; the password is stored as
+/// an argon2id hash.
+pub async fn create_user(
+    catalog: &dyn Catalog,
+    clock: &dyn Clock,
+    username: &str,
+    password: &str,
+    role: segmart_storage::billing_catalog::UserRole,
+) -> CatalogResult<segmart_storage::billing_catalog::User> {
+    check_credentials(username, password)?;
+    let hash = hash_off_runtime(password.to_owned()).await?;
+    catalog
+        .create_user(username, &hash, role, clock.now())
+        .await
+}
+
+/// Replaces a user's password; its sessions end.
+pub async fn set_password(
+    catalog: &dyn Catalog,
+    username: &str,
+    password: &str,
+) -> CatalogResult<segmart_storage::billing_catalog::User> {
+    check_credentials(username, password)?;
+    let hash = hash_off_runtime(password.to_owned()).await?;
+    catalog.set_password(username, &hash).await
+}
+
+/// A new random password (for demo users and `--generate-password`).
+pub fn new_password() -> String {
+    secrets::new_client_secret()[..20].to_owned()
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use segmart_domain::Clock;
 use segmart_storage::catalog::Catalog;
+use segmart_storage::ledger::Ledger;
 use segmart_storage::profile::{ProfileKeyer, ProfileStore};
 use uuid::Uuid;
 
@@ -27,6 +28,8 @@ pub struct Settings {
     pub max_batch_bytes: usize,
     /// How often the catalog is checked for changes made elsewhere.
     pub catalog_poll_interval: Duration,
+    /// Lifetime of a `POST /auth` session (2 hours).
+    pub session_ttl_secs: i64,
 }
 
 impl Settings {
@@ -38,6 +41,7 @@ impl Settings {
             rate_limits: RateLimitSettings::default(),
             max_batch_bytes: segmart_domain::profile::MAX_BATCH_BYTES,
             catalog_poll_interval: Duration::from_secs(1),
+            session_ttl_secs: 7200,
         }
     }
 }
@@ -58,6 +62,10 @@ pub struct AppState {
     pub operator_token_sha256: String,
     /// Batch file ingestion: spool, worker wake-up and progress.
     pub ingest: Arc<crate::ingest::IngestHub>,
+    /// The billing ledger: one durable record per metered impression.
+    pub ledger: Arc<dyn Ledger>,
+    /// What metering needs to price impressions, cached from the catalog.
+    pub billing: Arc<crate::billing::BillingIndex>,
 }
 
 pub type SharedState = Arc<AppState>;

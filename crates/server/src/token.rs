@@ -94,6 +94,62 @@ impl TokenSigner {
     }
 }
 
+/// Version byte of session tokens (`POST /auth`); part of the MAC, so a session token can never
+/// pass as a client token or the other way round.
+const SESSION_VERSION: u8 = 2;
+const SESSION_PAYLOAD_LEN: usize = 1 + 8 + 4 + 8 + 8;
+
+/// What a valid session token says: a signed-in user, the generation of its password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClaims {
+    pub user_id: i64,
+    pub user_generation: u32,
+    pub expires_at: Timestamp,
+}
+
+impl TokenSigner {
+    /// A session token: `base64url(2 | user id | generation | expiry | nonce | HMAC)`.
+    pub fn issue_session(&self, claims: &SessionClaims) -> String {
+        let mut bytes = Vec::with_capacity(SESSION_PAYLOAD_LEN + MAC_LEN);
+        bytes.push(SESSION_VERSION);
+        bytes.extend_from_slice(&claims.user_id.to_le_bytes());
+        bytes.extend_from_slice(&claims.user_generation.to_le_bytes());
+        bytes.extend_from_slice(&claims.expires_at.secs().to_le_bytes());
+        bytes.extend_from_slice(&crate::secrets::random_bytes::<8>());
+        let mut mac = self.mac();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn verify_session(&self, token: &str, now: Timestamp) -> Result<SessionClaims, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| TokenError::Malformed)?;
+        if bytes.len() != SESSION_PAYLOAD_LEN + MAC_LEN || bytes[0] != SESSION_VERSION {
+            return Err(TokenError::Malformed);
+        }
+        let (payload, tag) = bytes.split_at(SESSION_PAYLOAD_LEN);
+        let mut mac = self.mac();
+        mac.update(payload);
+        mac.verify_slice(tag)
+            .map_err(|_| TokenError::BadSignature)?;
+        let user_id = i64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
+        let user_generation = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes"));
+        let expires_at = Timestamp::from_secs(i64::from_le_bytes(
+            payload[13..21].try_into().expect("8 bytes"),
+        ));
+        if now >= expires_at {
+            return Err(TokenError::Expired);
+        }
+        Ok(SessionClaims {
+            user_id,
+            user_generation,
+            expires_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +161,33 @@ mod tests {
             client_generation: 3,
             expires_at: Timestamp::from_secs(10_000),
         }
+    }
+
+    #[test]
+    fn session_and_client_tokens_never_pass_for_each_other() {
+        let signer = TokenSigner::new([7; 32]);
+        let session = signer.issue_session(&SessionClaims {
+            user_id: 42,
+            user_generation: 1,
+            expires_at: Timestamp::from_secs(100),
+        });
+        assert_eq!(
+            signer
+                .verify_session(&session, Timestamp::from_secs(99))
+                .map(|c| c.user_id),
+            Ok(42)
+        );
+        assert_eq!(
+            signer.verify_session(&session, Timestamp::from_secs(100)),
+            Err(TokenError::Expired)
+        );
+        assert!(signer.verify(&session, Timestamp::from_secs(0)).is_err());
+        let client = signer.issue(&claims());
+        assert!(
+            signer
+                .verify_session(&client, Timestamp::from_secs(0))
+                .is_err()
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Architecture invariant: this crate knows nothing about HTTP or JSON. Its traits speak domain
 //! types and batches (no per-key round trips), so a networked backend can implement them.
 
+pub mod billing_catalog;
 pub mod catalog;
 pub mod embedded;
 pub mod ingest_files;

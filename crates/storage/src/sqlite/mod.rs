@@ -8,11 +8,13 @@
 //! The schema lives in `migrations/sqlite/*.sql`, the statements in `src/sqlite/queries/*.sql`;
 //! database error codes are read in one place, `error::catalog_error`.
 
+mod billing;
 mod error;
 mod ingest;
 mod queries;
 mod rows;
 
+pub use self::billing::validate_price;
 pub use self::ingest::{DMP_ID_MAX_CHARS, validate_cost, validate_dmp_id};
 
 use std::borrow::Cow;
@@ -54,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "batch_ingest",
         include_str!("../../migrations/sqlite/0002_batch_ingest.sql"),
+    ),
+    (
+        3,
+        "billing",
+        include_str!("../../migrations/sqlite/0003_billing.sql"),
     ),
 ];
 
