@@ -6,7 +6,9 @@
 //! - [`profile::ProfileStore`]: the data plane (user → segment links with expiries), the hot path.
 //!   Embedded default: [`embedded`], an in-memory table with a group-committed write-ahead log
 //!   and snapshots; a Redis Cluster backend follows behind the same trait.
-//! - [`ledger::Ledger`]: the billing ledger (one record per metered impression).
+//! - [`ledger::Ledger`]: the billing ledger (one record per metered impression). Embedded
+//!   default: [`embedded_ledger`], a group-committed append-only log with the dedup index and
+//!   usage aggregates in memory.
 //!
 //! Architecture invariant: this crate knows nothing about HTTP or JSON. Its traits speak domain
 //! types and batches (no per-key round trips), so a networked backend can implement them.
@@ -14,6 +16,7 @@
 pub mod billing_catalog;
 pub mod catalog;
 pub mod embedded;
+pub mod embedded_ledger;
 pub mod ingest_files;
 pub mod ledger;
 pub mod profile;

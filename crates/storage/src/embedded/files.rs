@@ -33,7 +33,7 @@ pub(crate) fn lock_dir(dir: &Path) -> io::Result<File> {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
-                    "profile store {} is already open in another process or handle",
+                    "store {} is already open in another process or handle",
                     dir.display()
                 ),
             ));

@@ -91,7 +91,7 @@
 //! `snapshot-<seq>.snap`.
 
 mod codec;
-mod files;
+pub(crate) mod files;
 mod mmap;
 mod snapshot;
 mod table;

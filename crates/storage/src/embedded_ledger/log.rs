@@ -1,0 +1,212 @@
+//! Log segments: `ledger-<seq>.log` files of framed records (see [`super::codec`]).
+//!
+//! A segment starts with a 16-byte header (magic, sequence number). Group commits are appended
+//! with one `write` and one `fdatasync` each; a group never spans two segments.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::embedded::files::sync_dir;
+
+use super::codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, PayloadHeader, frame_header};
+
+const MAGIC: [u8; 8] = *b"SGMLDG01";
+/// Bytes of a segment header.
+pub(crate) const SEGMENT_HEADER: u64 = 16;
+
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("ledger-{seq:010}.log"))
+}
+
+/// The log segments in `dir`, sorted by sequence number.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_prefix("ledger-")
+            .and_then(|rest| rest.strip_suffix(".log"))
+            .and_then(|seq| seq.parse().ok())
+        {
+            segments.push(seq);
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+/// The segment being appended to.
+pub(crate) struct LogWriter {
+    dir: PathBuf,
+    seq: u64,
+    file: File,
+    len: u64,
+}
+
+impl LogWriter {
+    /// Creates segment `seq` (header written and durable, directory entry too).
+    pub(crate) fn create(dir: &Path, seq: u64) -> io::Result<LogWriter> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(segment_path(dir, seq))?;
+        let mut header = [0u8; SEGMENT_HEADER as usize];
+        header[..8].copy_from_slice(&MAGIC);
+        header[8..].copy_from_slice(&seq.to_le_bytes());
+        file.write_all(&header)?;
+        file.sync_all()?;
+        sync_dir(dir)?;
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            seq,
+            file,
+            len: SEGMENT_HEADER,
+        })
+    }
+
+    /// Reopens segment `seq` for appending at `valid_len`, durably cutting off anything after.
+    pub(crate) fn reopen(dir: &Path, seq: u64, valid_len: u64) -> io::Result<LogWriter> {
+        if valid_len < SEGMENT_HEADER {
+            return LogWriter::create(dir, seq);
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir, seq))?;
+        if file.metadata()?.len() != valid_len {
+            file.set_len(valid_len)?;
+            file.sync_all()?;
+        }
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            seq,
+            file,
+            len: valid_len,
+        })
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends framed records at the end and makes them durable.
+    pub(crate) fn append(&mut self, frames: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(frames, self.len)?;
+        self.file.sync_data()?;
+        self.len += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Starts segment `seq + 1`; the current one is already durable.
+    pub(crate) fn rotate(&mut self) -> io::Result<()> {
+        *self = LogWriter::create(&self.dir, self.seq + 1)?;
+        Ok(())
+    }
+}
+
+/// What reading a segment found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentScan {
+    /// Bytes up to the end of the last valid frame (0 if even the header is short).
+    pub(crate) valid_len: u64,
+    pub(crate) file_len: u64,
+}
+
+/// Reads segment `seq`, handing each valid frame's offset and payload to `on_frame`, until the
+/// end or the first short or corrupt frame.
+pub(crate) fn scan_segment(
+    dir: &Path,
+    seq: u64,
+    mut on_frame: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<SegmentScan> {
+    let path = segment_path(dir, seq);
+    let file = File::open(&path)?;
+    let file_len = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut scan = SegmentScan {
+        valid_len: 0,
+        file_len,
+    };
+    let mut header = [0u8; SEGMENT_HEADER as usize];
+    if !read_full(&mut reader, &mut header)? {
+        return Ok(scan);
+    }
+    if header[..8] != MAGIC || header[8..] != seq.to_le_bytes() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not ledger segment {seq}", path.display()),
+        ));
+    }
+    scan.valid_len = SEGMENT_HEADER;
+    let mut payload = Vec::new();
+    loop {
+        let mut frame = [0u8; FRAME_HEADER];
+        if !read_full(&mut reader, &mut frame)? {
+            break;
+        }
+        let (len, crc) = frame_header(&frame);
+        if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len)
+            || scan.valid_len + (FRAME_HEADER + len) as u64 > file_len
+        {
+            break;
+        }
+        payload.resize(len, 0);
+        if !read_full(&mut reader, &mut payload)? || crc32fast::hash(&payload) != crc {
+            break;
+        }
+        on_frame(scan.valid_len, &payload)?;
+        scan.valid_len += (FRAME_HEADER + len) as u64;
+    }
+    Ok(scan)
+}
+
+/// Whether the bytes of segment `seq` from `from` on hold a valid frame of a group that
+/// starts after `torn_first_seq` — proof that the damaged group before it had been made
+/// durable (the writer starts a group only after the previous one's `fdatasync`), so the damage
+/// is corruption, not a torn write.
+pub(crate) fn later_group_after(
+    dir: &Path,
+    seq: u64,
+    from: u64,
+    torn_first_seq: u64,
+) -> io::Result<Option<u64>> {
+    let file = File::open(segment_path(dir, seq))?;
+    let file_len = file.metadata()?.len();
+    if from >= file_len {
+        return Ok(None);
+    }
+    let mut tail = vec![0u8; (file_len - from) as usize];
+    file.read_exact_at(&mut tail, from)?;
+    for at in 0..tail.len().saturating_sub(FRAME_HEADER) {
+        let (len, crc) = frame_header(&tail[at..]);
+        let start = at + FRAME_HEADER;
+        if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) || start + len > tail.len() {
+            continue;
+        }
+        let payload = &tail[start..start + len];
+        let Ok(header) = PayloadHeader::decode(payload) else {
+            continue;
+        };
+        if header.group_first() > torn_first_seq && crc32fast::hash(payload) == crc {
+            return Ok(Some(from + at as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Fills `buf`; `false` if the input ended first.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,289 @@
+//! The single writer thread: dedup, group commit to the log, then apply to memory.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+
+use tracing::error;
+
+use super::codec::{self, FRAME_HEADER, PayloadHeader};
+use super::log::LogWriter;
+use super::{IdHash, Location, Shared};
+use crate::ledger::{AppendOutcome, LedgerError, LedgerRecord};
+
+/// One `append` call, encoded by the caller.
+pub(crate) struct EncodedBatch {
+    pub(crate) records: Vec<LedgerRecord>,
+    /// Keyed hash of each record's impression id.
+    pub(crate) hashes: Vec<u128>,
+    /// The records' bodies, back to back; record `i` ends at `ends[i]`.
+    pub(crate) bodies: Vec<u8>,
+    pub(crate) ends: Vec<usize>,
+}
+
+impl EncodedBatch {
+    fn body(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bodies[start..self.ends[i]]
+    }
+}
+
+pub(crate) type AppendReply = tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>, LedgerError>>;
+
+/// What the writer thread is asked to do, in queue order.
+pub(crate) enum Request {
+    Append {
+        batch: EncodedBatch,
+        reply: AppendReply,
+    },
+    /// Stop until `release` is dropped (after saying so on `held`): lets tests fill the queue.
+    Hold {
+        held: SyncSender<()>,
+        release: Receiver<()>,
+    },
+    /// Commit everything queued and stop.
+    Shutdown {
+        reply: SyncSender<Result<(), String>>,
+    },
+}
+
+/// A record of the group being committed: which request, which record, where it goes.
+struct Entry {
+    request: usize,
+    record: usize,
+    location: Location,
+}
+
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) receiver: Receiver<Request>,
+    pub(crate) log: LogWriter,
+    /// Sequence number of the next record.
+    pub(crate) next_seq: u64,
+    /// Set after a failed log write: the on-disk state is unknown, so appends are refused.
+    pub(crate) failed: Option<String>,
+    buffer: Vec<u8>,
+    pending: HashSet<u128, IdHash>,
+    requests: Vec<(EncodedBatch, AppendReply, Vec<AppendOutcome>)>,
+    entries: Vec<Entry>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        receiver: Receiver<Request>,
+        log: LogWriter,
+        next_seq: u64,
+    ) -> Writer {
+        Writer {
+            shared,
+            receiver,
+            log,
+            next_seq,
+            failed: None,
+            buffer: Vec::new(),
+            pending: HashSet::default(),
+            requests: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut next: Option<Request> = None;
+        loop {
+            let request = match next.take() {
+                Some(request) => request,
+                None => match self.receiver.recv() {
+                    Ok(request) => request,
+                    Err(_) => return,
+                },
+            };
+            match request {
+                Request::Append { batch, reply } => next = self.commit_group(batch, reply),
+                Request::Hold { held, release } => {
+                    let _ = held.send(());
+                    let _ = release.recv();
+                }
+                Request::Shutdown { reply } => return self.finish(reply),
+            }
+        }
+    }
+
+    /// Commits `first` plus whatever appends are queued behind it (up to the group size) with
+    /// one write and one `fdatasync`, applies them, then answers every caller. Returns a
+    /// request other than an append that ended the group, if any.
+    fn commit_group(&mut self, first: EncodedBatch, reply: AppendReply) -> Option<Request> {
+        let max_bytes = self.shared.config.max_group_bytes;
+        self.pending.clear();
+        self.entries.clear();
+        let mut group_bytes = self.take(first, reply);
+        let mut next = None;
+        while group_bytes < max_bytes {
+            match self.receiver.try_recv() {
+                Ok(Request::Append { batch, reply }) => group_bytes += self.take(batch, reply),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let result = self.write_and_apply(group_bytes);
+        let duplicates: u64 = self
+            .requests
+            .iter()
+            .map(|(_, _, outcomes)| {
+                outcomes
+                    .iter()
+                    .filter(|o| **o == AppendOutcome::Duplicate)
+                    .count() as u64
+            })
+            .sum();
+        if result.is_ok() {
+            self.shared
+                .duplicates
+                .fetch_add(duplicates, Ordering::Relaxed);
+        }
+        for (_, reply, outcomes) in self.requests.drain(..) {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(outcomes),
+                Err(reason) => Err(LedgerError::Backend(reason.clone())),
+            });
+        }
+        next
+    }
+
+    /// Decides each record of `batch` (new or duplicate) and queues it for the group. Returns
+    /// the bytes its new records will take.
+    fn take(&mut self, batch: EncodedBatch, reply: AppendReply) -> usize {
+        let request = self.requests.len();
+        let mut outcomes = Vec::with_capacity(batch.records.len());
+        let mut bytes = 0;
+        for (record, &hash) in batch.hashes.iter().enumerate() {
+            if self.shared.contains(hash) || !self.pending.insert(hash) {
+                outcomes.push(AppendOutcome::Duplicate);
+            } else {
+                outcomes.push(AppendOutcome::Recorded);
+                self.entries.push(Entry {
+                    request,
+                    record,
+                    location: Location(0),
+                });
+                bytes += FRAME_HEADER + codec::PAYLOAD_HEADER + batch.body(record).len();
+            }
+        }
+        self.requests.push((batch, reply, outcomes));
+        bytes
+    }
+
+    fn write_and_apply(&mut self, group_bytes: usize) -> Result<(), String> {
+        if let Some(reason) = &self.failed {
+            return Err(reason.clone());
+        }
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        if self.log.len() + group_bytes as u64 > u64::from(u32::MAX) {
+            // Frame offsets must fit 32 bits: this group starts the next segment.
+            self.rotate();
+            if let Some(reason) = &self.failed {
+                return Err(reason.clone());
+            }
+        }
+        let count = u32::try_from(self.entries.len()).expect("groups are bounded in bytes");
+        self.buffer.clear();
+        let segment = self.log.seq();
+        let base = self.log.len();
+        for (index, entry) in self.entries.iter_mut().enumerate() {
+            entry.location = Location::new(segment, base + self.buffer.len() as u64);
+            let header = PayloadHeader {
+                seq: self.next_seq + index as u64,
+                group_index: index as u32,
+                group_count: count,
+            };
+            let body = self.requests[entry.request].0.body(entry.record);
+            codec::push_frame(&mut self.buffer, header, body);
+        }
+        if let Err(error) = self.log.append(&self.buffer) {
+            return Err(self.fail("write", error));
+        }
+        let first_seq = self.next_seq;
+        self.next_seq += u64::from(count);
+        self.shared.publish_segment_len(segment, self.log.len());
+        self.shared
+            .log_bytes
+            .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        {
+            let requests = &self.requests;
+            let applied = self.entries.iter().enumerate().map(|(index, entry)| {
+                let batch = &requests[entry.request].0;
+                (
+                    first_seq + index as u64,
+                    entry.location,
+                    batch.hashes[entry.record],
+                    &batch.records[entry.record],
+                )
+            });
+            self.shared.apply(applied);
+        }
+        self.shared
+            .visible_seq
+            .store(self.next_seq - 1, Ordering::Release);
+        if self.buffer.capacity() > 2 * self.shared.config.max_group_bytes.max(1 << 20) {
+            self.buffer = Vec::new();
+        }
+        if self.log.len() >= self.shared.config.segment_bytes {
+            // The group is durable and answered whatever happens here.
+            self.rotate();
+        }
+        Ok(())
+    }
+
+    /// Starts the next segment; on failure later appends are refused.
+    fn rotate(&mut self) {
+        if let Err(error) = self.log.rotate() {
+            self.fail("rotation", error);
+        } else if let Err(error) = self.shared.add_segment(self.log.seq(), self.log.len()) {
+            self.fail("rotation", error);
+        } else {
+            self.shared
+                .log_bytes
+                .fetch_add(super::log::SEGMENT_HEADER, Ordering::Relaxed);
+        }
+    }
+
+    fn fail(&mut self, what: &str, error: std::io::Error) -> String {
+        let reason = format!("ledger log {what} failed, restart the ledger: {error}");
+        error!(%error, "ledger log {what} failed, refusing appends");
+        self.failed = Some(reason.clone());
+        reason
+    }
+
+    fn finish(mut self, reply: SyncSender<Result<(), String>>) {
+        // Appends that raced with the shutdown flag are still committed.
+        loop {
+            match self.receiver.try_recv() {
+                Ok(Request::Append { batch, reply }) => {
+                    if let Some(other) = self.commit_group(batch, reply) {
+                        answer_after_shutdown(other);
+                    }
+                }
+                Ok(other) => answer_after_shutdown(other),
+                Err(_) => break,
+            }
+        }
+        let _ = reply.send(match &self.failed {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        });
+    }
+}
+
+fn answer_after_shutdown(request: Request) {
+    match request {
+        Request::Append { reply, .. } => drop(reply.send(Err(LedgerError::ShuttingDown))),
+        Request::Hold { held, .. } => drop(held.send(())),
+        Request::Shutdown { reply } => drop(reply.send(Ok(()))),
+    }
+}
