@@ -4,6 +4,7 @@ use anyhow::Context;
 use segmart_domain::segment::SegmentDraft;
 use segmart_domain::{ClientId, FolderId, IdType, PermissionSet, ProviderId, SegmentKey};
 use segmart_server::{ops, secrets};
+use segmart_storage::billing_catalog::BillingCatalog;
 use segmart_storage::catalog::Catalog;
 use serde::{Deserialize, Serialize};
 use uuid::uuid;

@@ -133,9 +133,27 @@ pub async fn open_node(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
             })?;
     let keyer = store.keyer().clone();
     let directory = Directory::load(catalog.as_ref()).await?;
+    let ledger_dir = config.data_dir.join("ledger");
+    let ledger_config = segmart_storage::embedded_ledger::LedgerConfig {
+        queue_capacity: config.billing.ledger_queue_capacity,
+        ..Default::default()
+    };
+    let ledger = {
+        let dir = ledger_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            segmart_storage::embedded_ledger::EmbeddedLedger::open(&dir, ledger_config)
+        })
+        .await?
+        .with_context(|| format!("cannot open the ledger in {}", ledger_dir.display()))?
+    };
+    let settlement =
+        segmart_domain::billing::CurrencyCode::parse(&config.billing.settlement_currency)
+            .map_err(anyhow::Error::msg)?;
+    let billing = segmart_server::billing::BillingIndex::load(catalog.as_ref(), settlement).await?;
     let mut settings = Settings::new(target_entity);
     settings.region = config.region.clone();
     settings.token_ttl_secs = config.auth.token_ttl_secs;
+    settings.session_ttl_secs = config.billing.session_ttl_secs;
     settings.max_batch_bytes = config.limits.max_batch_bytes;
     settings.rate_limits = RateLimitSettings {
         segment_requests_per_day: config.limits.segment_requests_per_day,
@@ -154,6 +172,8 @@ pub async fn open_node(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         settings,
         operator_token_sha256,
         ingest: segmart_server::ingest::IngestHub::new(config.ingest.settings(&config.data_dir)),
+        ledger: Arc::new(ledger),
+        billing,
     });
     Ok(Node { state, catalog })
 }

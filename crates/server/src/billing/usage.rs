@@ -43,10 +43,8 @@ pub struct UsageQuery {
 fn parse_day(raw: &str, field: &str) -> Result<i32, ApiError> {
     let date = Date::parse(raw, format_description!("[year]-[month]-[day]"))
         .map_err(|_| FieldError::new(field, format!("{raw:?} is not a date (YYYY-MM-DD)")))?;
-    Ok((date.to_julian_day()
-        - Date::from_calendar_date(1970, time::Month::January, 1)
-            .expect("valid")
-            .to_julian_day()) as i32)
+    let epoch = Date::from_calendar_date(1970, time::Month::January, 1).expect("valid");
+    Ok(date.to_julian_day() - epoch.to_julian_day())
 }
 
 fn day_string(day: i32) -> String {

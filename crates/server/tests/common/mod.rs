@@ -114,7 +114,25 @@ impl TestServer {
                 key
             }
         };
+        let ledger_dir = dir.path().join("ledger");
+        let ledger = tokio::task::spawn_blocking(move || {
+            segmart_storage::embedded_ledger::EmbeddedLedger::open(
+                &ledger_dir,
+                segmart_storage::embedded_ledger::LedgerConfig::default(),
+            )
+        })
+        .await
+        .unwrap()
+        .expect("ledger opens");
+        let billing = segmart_server::billing::BillingIndex::load(
+            catalog.as_ref(),
+            segmart_domain::billing::CurrencyCode::USD,
+        )
+        .await
+        .unwrap();
         let state = Arc::new(AppState {
+            ledger: Arc::new(ledger),
+            billing,
             keyer: store.keyer().clone(),
             profiles: Arc::new(store),
             directory: Directory::load(catalog.as_ref()).await.unwrap(),
