@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod ingest_cmd;
 mod node;
+mod report_cmd;
 
 use std::path::PathBuf;
 
@@ -35,11 +36,14 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(node::ServeArgs),
-    /// Operator administration of providers, folders and OAuth clients.
+    /// Operator administration: providers, folders, OAuth clients, billing.
     Admin(admin::AdminArgs),
     /// Apply batch files (data `.txt.gz` and `.taxonomy.json`) with a progress bar and print
     /// their reports; goes through the running server when one holds the data directory.
     Ingest(ingest_cmd::IngestArgs),
+    /// Reports: usage by day × provider × category × segment × buyer (JSON or CSV).
+    #[command(subcommand)]
+    Report(report_cmd::ReportCommand),
     /// Benchmarks of the hot paths, with Redis as the peer where one applies.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(node::serve(config, args)),
         Command::Admin(args) => runtime.block_on(admin::run(config, args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
+        Command::Report(command) => runtime.block_on(report_cmd::run(config, command)),
         Command::Ingest(args) => {
             let code = runtime.block_on(ingest_cmd::run(config, args))?;
             drop(runtime);
