@@ -270,7 +270,9 @@ pub async fn prepare(config: &Config, node: &Node) -> anyhow::Result<()> {
     let billing = prepare_billing(catalog, clock, old.as_ref()).await?;
     // The sports-fans segment is mapped to the demo category, public to every buyer.
     let sports = SegmentKey::parse("sports-fans").expect("valid");
-    if let Some(segment) = catalog.get_segment(DEMO_FOLDER, &sports).await?
+    let sports_segment = catalog.get_segment(DEMO_FOLDER, &sports).await?;
+    let sports_id = sports_segment.as_ref().map(|s| s.num.0).unwrap_or_default();
+    if let Some(segment) = sports_segment
         && catalog
             .list_mappings(billing.member_id, 0, 1000)
             .await?
@@ -328,7 +330,7 @@ pub async fn prepare(config: &Config, node: &Node) -> anyhow::Result<()> {
     };
     write_private(&path, serde_json::to_string_pretty(&demo)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    print_walkthrough(&demo, &path);
+    print_walkthrough(&demo, &path, sports_id);
     Ok(())
 }
 
@@ -352,7 +354,15 @@ async fn reusable_client(
     valid.then_some((old.client_id, old.client_secret))
 }
 
-fn print_walkthrough(demo: &DemoFile, path: &std::path::Path) {
+fn print_walkthrough(demo: &DemoFile, path: &std::path::Path, sports_id: u32) {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
     let DemoFile {
         base_url,
         token_url,
@@ -396,8 +406,8 @@ Billing (seed 002's API family): sign in, view the pricing taxonomy and the mapp
    curl -s -b cookies -c cookies -X POST {base_url}/auth -d '{{"auth":{{"username":"{username}","password":"{password}"}}}}'
    curl -s -b cookies -c cookies {base_url}/data-provider
    curl -s -b cookies -c cookies '{base_url}/segment-billing-category?member_id={member_id}'
-The bidder reports impressions that used data (segment ids are the segments' integer `id`):
-   curl -s -H 'Authorization: Bearer {bidder_token}' {base_url}/bidder/usage -d '{{"events":[{{"impressionId":"imp-1","time":"'$(date -u +%Y-%m-%dT%H:%M:%SZ)'","buyerId":{buyer_id},"campaignId":1,"mediaCost":0.002,"mediaCurrency":"USD","segments":[<id of sports-fans>]}}]}}'
+The bidder reports impressions that used data (by the segments' integer `id`; {sports_id} is sports-fans):
+   curl -s -H 'Authorization: Bearer {bidder_token}' {base_url}/bidder/usage -d '{{"events":[{{"impressionId":"imp-1","time":"{now}","buyerId":{buyer_id},"campaignId":1,"mediaCost":0.002,"mediaCurrency":"USD","segments":[{sports_id}]}}]}}'
    curl -s -b cookies -c cookies {base_url}/usage                       # category {data_category_id}: 1.50 USD CPM
 
 API reference: {base_url}/docs   OpenAPI: {base_url}/openapi.json   Metrics: {base_url}/metrics

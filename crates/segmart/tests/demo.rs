@@ -10,13 +10,16 @@ use common::{Api, ServeOptions, Server, admin_json, segment_ids};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const DEMO_FIELDS: [&str; 6] = [
+const DEMO_FIELDS: [&str; 9] = [
     "base_url",
     "token_url",
     "client_id",
     "client_secret",
     "scope",
     "segment_provider_id",
+    "username",
+    "password",
+    "bidder_token",
 ];
 
 fn read_demo_file(data_dir: &Path) -> Value {
@@ -88,6 +91,10 @@ struct Curl {
     /// `-d` arguments; curl joins them with `&` and POSTs them.
     data: Vec<String>,
     headers: Vec<(String, String)>,
+    /// `-X METHOD`.
+    method: Option<String>,
+    /// `-b FILE -c FILE`: a cookie jar read and written.
+    cookies: bool,
 }
 
 fn curl_commands(walkthrough: &str) -> Vec<Curl> {
@@ -105,11 +112,20 @@ fn curl_commands(walkthrough: &str) -> Vec<Curl> {
             url: String::new(),
             data: Vec::new(),
             headers: Vec::new(),
+            method: None,
+            cookies: false,
         };
-        let mut args = words[start + 1..].iter().take_while(|w| *w != "|");
+        let mut args = words[start + 1..]
+            .iter()
+            .take_while(|w| *w != "|" && !w.starts_with('#'));
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-s" => {}
+                "-b" | "-c" => {
+                    args.next().expect("-b/-c take a cookie jar");
+                    curl.cookies = true;
+                }
+                "-X" => curl.method = Some(args.next().expect("-X takes a method").clone()),
                 "-d" => curl
                     .data
                     .push(args.next().expect("-d takes a value").clone()),
@@ -131,9 +147,17 @@ fn curl_commands(walkthrough: &str) -> Vec<Curl> {
     commands
 }
 
-/// Runs one walk-through command as curl would, with `$TOKEN` expanded.
-async fn run(http: &reqwest::Client, curl: &Curl, token: &str) -> (StatusCode, String) {
-    let mut request = if curl.data.is_empty() {
+/// Runs one walk-through command as curl would, with `$TOKEN` expanded and a cookie jar.
+async fn run_with_jar(
+    http: &reqwest::Client,
+    curl: &Curl,
+    token: &str,
+    jar: &mut Option<String>,
+) -> (StatusCode, String) {
+    let mut request = if let Some(method) = &curl.method {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        http.request(method, &curl.url).body(curl.data.join("&"))
+    } else if curl.data.is_empty() {
         http.get(&curl.url)
     } else {
         let content_type = curl
@@ -150,11 +174,25 @@ async fn run(http: &reqwest::Client, curl: &Curl, token: &str) -> (StatusCode, S
     for (name, value) in &curl.headers {
         request = request.header(name, value.replace("$TOKEN", token));
     }
+    if curl.cookies
+        && let Some(cookie) = jar.as_ref()
+    {
+        request = request.header("cookie", cookie.clone());
+    }
     let response = request.send().await.expect("walk-through request");
+    if curl.cookies
+        && let Some(set) = response.headers().get("set-cookie")
+    {
+        *jar = Some(set.to_str().unwrap().split(';').next().unwrap().to_owned());
+    }
     (
         response.status(),
         response.text().await.expect("answer text"),
     )
+}
+
+async fn run(http: &reqwest::Client, curl: &Curl, token: &str) -> (StatusCode, String) {
+    run_with_jar(http, curl, token, &mut None).await
 }
 
 /// What `sed 's/.*"access_token":"\([^"]*\)".*/\1/'` extracts from the token answer.
@@ -214,8 +252,8 @@ async fn demo_credentials_and_walkthrough_work_and_survive_a_restart() {
     let commands = curl_commands(&stdout);
     assert_eq!(
         commands.len(),
-        4,
-        "token, segments, batch, profile:\n{stdout}"
+        9,
+        "token, segments, batch, profile, sign-in, taxonomy, mappings, usage event, report:\n{stdout}"
     );
     let (status, answer) = run(&server.http, &commands[0], "").await;
     assert_eq!(status, StatusCode::OK, "step 1 (token): {answer}");
@@ -257,6 +295,31 @@ async fn demo_credentials_and_walkthrough_work_and_survive_a_restart() {
         .collect();
     assert_eq!(segment_ids(&profile), expected);
 
+    // The billing walk-through, with a cookie jar as curl -b/-c keeps it.
+    let mut jar = None;
+    let (status, answer) = run_with_jar(&server.http, &commands[4], "", &mut jar).await;
+    assert_eq!(status, StatusCode::OK, "sign-in: {answer}");
+    assert!(jar.is_some(), "the sign-in sets a session cookie");
+    let (status, answer) = run_with_jar(&server.http, &commands[5], "", &mut jar).await;
+    assert_eq!(status, StatusCode::OK, "taxonomy: {answer}");
+    let taxonomy: Value = serde_json::from_str(&answer).unwrap();
+    let category =
+        &taxonomy["response"]["data-providers"][0]["data_publishers"][0]["data_categories"][0];
+    assert_eq!(category["id"], demo["data_category_id"]);
+    let (status, answer) = run_with_jar(&server.http, &commands[6], "", &mut jar).await;
+    assert_eq!(status, StatusCode::OK, "mappings: {answer}");
+    let mappings: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(mappings["response"]["count"], 1, "{answer}");
+    let (status, answer) = run(&server.http, &commands[7], "").await;
+    assert_eq!(status, StatusCode::OK, "usage event: {answer}");
+    let metered: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(metered["recorded"], 1, "{answer}");
+    assert_eq!(metered["events"][0]["dataCost"], 0.0015, "1.50 USD CPM");
+    let (status, answer) = run_with_jar(&server.http, &commands[8], "", &mut jar).await;
+    assert_eq!(status, StatusCode::OK, "report: {answer}");
+    let report: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(report["totals"]["impressions"], 1, "{answer}");
+
     // SIGTERM: a clean exit that says everything acknowledged is on disk.
     let stopped = server.terminate().await;
     assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
@@ -274,6 +337,12 @@ async fn demo_credentials_and_walkthrough_work_and_survive_a_restart() {
     assert_eq!(again["client_id"], demo["client_id"]);
     assert_eq!(again["client_secret"], demo["client_secret"]);
     assert_eq!(again["segment_provider_id"], demo["segment_provider_id"]);
+    assert_eq!(
+        again["password"], demo["password"],
+        "the demo user's password is kept"
+    );
+    assert_eq!(again["bidder_token"], demo["bidder_token"]);
+    assert_eq!(again["data_category_id"], demo["data_category_id"]);
     let token = server
         .token(
             field(&again, "client_id"),
