@@ -355,13 +355,9 @@ async fn reusable_client(
 }
 
 fn print_walkthrough(demo: &DemoFile, path: &std::path::Path, sports_id: u32) {
+    // Now, with its fraction of a second: the demo's billing mapping took effect a moment ago.
     let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let DemoFile {
         base_url,
