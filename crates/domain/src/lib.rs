@@ -4,6 +4,7 @@
 //! It holds the vocabulary every other crate speaks (ids, segments, profile operations,
 //! permissions, time) and the closed catalogue of error codes.
 
+pub mod access;
 pub mod billing;
 pub mod clock;
 pub mod error;

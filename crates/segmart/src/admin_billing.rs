@@ -37,6 +37,11 @@ pub enum BillingCommand {
     /// Bidder credentials of the metering API.
     #[command(subcommand)]
     Bidder(BidderCommand),
+    /// The mail outbox (share keys sent, revocation notices), newest first.
+    Outbox {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +141,18 @@ pub enum UserCommand {
         /// The buyer id (a buyer's user).
         #[arg(long)]
         buyer: Option<i64>,
+        /// Where share keys and revocation notices go (buyer users).
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Set (or with --clear, remove) a user's e-mail address.
+    SetEmail {
+        #[arg(long)]
+        username: String,
+        #[arg(long, required_unless_present = "clear")]
+        email: Option<String>,
+        #[arg(long, conflicts_with = "email")]
+        clear: bool,
     },
     /// Replace a user's password (its sessions end).
     SetPassword {
@@ -316,11 +333,21 @@ pub async fn run(
                 .map(buyer_json)
                 .collect(),
         ),
+        BillingCommand::User(UserCommand::SetEmail {
+            username,
+            email,
+            clear,
+        }) => {
+            let email = if clear { None } else { email };
+            catalog.set_user_email(&username, email.as_deref()).await?;
+            json!({"username": username, "email": email})
+        }
         BillingCommand::User(UserCommand::Create {
             username,
             password,
             member,
             buyer,
+            email,
         }) => {
             let role = match (member, buyer) {
                 (Some(m), None) => UserRole::Provider(m),
@@ -330,7 +357,11 @@ pub async fn run(
             let generated = password.is_none();
             let password = password.unwrap_or_else(ops::new_password);
             let user = ops::create_user(catalog, clock, &username, &password, role).await?;
+            if let Some(email) = &email {
+                catalog.set_user_email(&username, Some(email)).await?;
+            }
             let mut v = user_json(&user);
+            v["email"] = json!(email);
             if generated {
                 v["password"] = json!(password);
                 eprintln!("the generated password is shown once; keep it");
@@ -362,6 +393,18 @@ pub async fn run(
                 .await?
                 .iter()
                 .map(bidder_json)
+                .collect(),
+        ),
+        BillingCommand::Outbox { limit } => Value::Array(
+            catalog
+                .outbox(limit)
+                .await?
+                .iter()
+                .map(|e| {
+                    json!({"id": e.id, "to": e.mail.to, "subject": e.mail.subject,
+                           "body": e.mail.body, "attempts": e.attempts,
+                           "last_error": e.last_error, "sent_at_ms": e.sent_at.map(|t| t.millis())})
+                })
                 .collect(),
         ),
         BillingCommand::Bidder(BidderCommand::Revoke { id }) => {

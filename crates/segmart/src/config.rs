@@ -29,6 +29,30 @@ pub struct Config {
     pub profiles: ProfilesConfig,
     pub ingest: IngestConfig,
     pub billing: BillingConfig,
+    pub mail: MailConfig,
+}
+
+/// `[mail]`: notifications (share keys sent, revocations).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// `host:port` of an SMTP relay (plain SMTP, e.g. the host's MTA); unset: mail stays in the
+    /// outbox for the operator (`segmart admin outbox`).
+    pub smtp_relay: Option<String>,
+    /// The sender address.
+    pub from: String,
+    /// How often the outbox is checked for mail to send or retry.
+    pub interval_secs: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_relay: None,
+            from: "segmart@localhost".into(),
+            interval_secs: 5,
+        }
+    }
 }
 
 /// `[billing]`: metering and sign-in.
@@ -149,6 +173,7 @@ impl Default for Config {
             profiles: ProfilesConfig::default(),
             ingest: IngestConfig::default(),
             billing: BillingConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }

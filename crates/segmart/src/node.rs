@@ -154,6 +154,17 @@ pub async fn open_node(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     settings.region = config.region.clone();
     settings.token_ttl_secs = config.auth.token_ttl_secs;
     settings.session_ttl_secs = config.billing.session_ttl_secs;
+    settings.public_url = config.public_url.clone();
+    settings.smtp =
+        config
+            .mail
+            .smtp_relay
+            .clone()
+            .map(|relay| segmart_server::mail::SmtpSettings {
+                relay,
+                from: config.mail.from.clone(),
+            });
+    settings.mail_interval = Duration::from_secs(config.mail.interval_secs.max(1));
     settings.max_batch_bytes = config.limits.max_batch_bytes;
     settings.rate_limits = RateLimitSettings {
         segment_requests_per_day: config.limits.segment_requests_per_day,

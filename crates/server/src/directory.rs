@@ -113,6 +113,16 @@ impl Directory {
             .collect()
     }
 
+    /// The folder and id of segment numbers (`None` for unknown numbers).
+    pub fn segment_locations(
+        &self,
+        nums: impl Iterator<Item = SegmentNum>,
+    ) -> Vec<Option<(FolderId, SegmentKey)>> {
+        let data = self.data.read();
+        nums.map(|num| data.segment_keys.get(&num).cloned())
+            .collect()
+    }
+
     /// Records a segment the server just wrote to the catalog.
     pub fn put_segment(&self, segment: &Segment) {
         insert_segment(&mut self.data.write(), segment);

@@ -15,6 +15,7 @@ pub mod body;
 pub mod directory;
 pub mod error;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
@@ -61,6 +62,10 @@ use crate::error::ApiError;
         billing::session::auth, billing::xandr::data_provider, billing::xandr::list_mappings,
         billing::xandr::create_mapping, billing::xandr::update_mapping, billing::xandr::delete_mapping,
         billing::metering::report_usage, billing::usage::usage_report, billing::usage::impression,
+        billing::sharing::create_share, billing::sharing::list_shares, billing::sharing::revoke_share,
+        billing::sharing::activate_key, billing::sharing::external_segments,
+        billing::sharing::create_campaign, billing::sharing::list_campaigns, billing::sharing::get_campaign,
+        billing::sharing::campaign_action, billing::sharing::outbox,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -70,6 +75,7 @@ use crate::error::ApiError;
         (name = "files", description = "Batch files: upload, reports, rejected lines (profile API rate limit)"),
         (name = "admin", description = "Operator administration"),
         (name = "billing", description = "Sign-in, pricing taxonomy, billing mappings, metering and usage reports"),
+        (name = "sharing", description = "Access keys, activation, external segments, campaigns, revocation"),
     )
 )]
 pub struct ApiDoc;
@@ -173,7 +179,31 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/usage/impressions/{impression}",
             get(billing::usage::impression),
-        );
+        )
+        .route(
+            "/shares",
+            post(billing::sharing::create_share).get(billing::sharing::list_shares),
+        )
+        .route(
+            "/shares/{id}",
+            axum::routing::delete(billing::sharing::revoke_share),
+        )
+        .route("/buyer/activations", post(billing::sharing::activate_key))
+        .route(
+            "/activate",
+            get(billing::sharing::activation_page).post(billing::sharing::confirm_activation),
+        )
+        .route("/buyer/segments", get(billing::sharing::external_segments))
+        .route(
+            "/buyer/campaigns",
+            post(billing::sharing::create_campaign).get(billing::sharing::list_campaigns),
+        )
+        .route("/buyer/campaigns/{id}", get(billing::sharing::get_campaign))
+        .route(
+            "/buyer/campaigns/{id}/{action}",
+            post(billing::sharing::campaign_action),
+        )
+        .route("/admin/outbox", get(billing::sharing::outbox));
 
     Router::new()
         .route("/oauth2/token", post(oauth::token))
@@ -321,6 +351,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let watcher = spawn_catalog_watcher(state.clone());
+    let mailer = mail::spawn_mailer(state.clone(), state.settings.mail_interval);
     let ingest_worker = ingest::spawn(state.clone());
     let app = router(state.clone());
     let result = axum::serve(
@@ -330,6 +361,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     watcher.abort();
+    mailer.abort();
     state.ingest.request_stop();
     let _ = ingest_worker.await;
     let flushed = state.profiles.shutdown().await;

@@ -30,6 +30,12 @@ pub struct Settings {
     pub catalog_poll_interval: Duration,
     /// Lifetime of a `POST /auth` session (2 hours).
     pub session_ttl_secs: i64,
+    /// The URL clients reach this server at (activation links); else the request's `Host`.
+    pub public_url: Option<String>,
+    /// The SMTP relay of the mailer; `None`: mail stays in the outbox.
+    pub smtp: Option<crate::mail::SmtpSettings>,
+    /// How often the mailer looks for mail to send.
+    pub mail_interval: Duration,
 }
 
 impl Settings {
@@ -42,6 +48,9 @@ impl Settings {
             max_batch_bytes: segmart_domain::profile::MAX_BATCH_BYTES,
             catalog_poll_interval: Duration::from_secs(1),
             session_ttl_secs: 7200,
+            public_url: None,
+            smtp: None,
+            mail_interval: Duration::from_secs(5),
         }
     }
 }

@@ -489,6 +489,19 @@ async fn market_in(server: TestServer) -> Market {
     server.state.billing.reload(catalog).await.unwrap();
     let (_, body, _) = sign_in(&server, "shop-user", PASSWORD).await;
     let buyer_session = body["response"]["token"].as_str().unwrap().to_owned();
+    // The unmapped segment reaches the buyer through a free public share it activated.
+    let (status, share) = server
+        .post("/shares", &a.session, json!({"segments": [a.seg("free")]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{share}");
+    let (status, body) = server
+        .post(
+            "/buyer/activations",
+            &buyer_session,
+            json!({"key": share["key"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     Market {
         a,
         b,
@@ -717,6 +730,20 @@ async fn an_impression_is_priced_with_the_rules_in_force_at_its_time() {
     assert_eq!(answer["events"][0]["dataCost"], 0.002);
     assert_eq!(answer["events"][1]["dataCost"], 0.004);
     m.server.clock.advance_secs(1800);
+    // A free share keeps the segment usable once it is no longer public through its mapping.
+    let (_, share) = m
+        .server
+        .post("/shares", &a.session, json!({"segments": [a.seg("fix")]}))
+        .await;
+    let (status, _) = m
+        .server
+        .post(
+            "/buyer/activations",
+            &m.buyer_session,
+            json!({"key": share["key"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let (_, list) = m.server.get("/segment-billing-category", &a.session).await;
     let id = list["response"]["segment_billing_categories"][0]["id"]
         .as_i64()

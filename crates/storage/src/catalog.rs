@@ -71,7 +71,13 @@ pub type CatalogResult<T> = Result<T, CatalogError>;
 
 /// The control-plane store. Every method is one transaction.
 #[async_trait]
-pub trait Catalog: crate::billing_catalog::BillingCatalog + Send + Sync + 'static {
+pub trait Catalog:
+    crate::billing_catalog::BillingCatalog
+    + crate::sharing_catalog::SharingCatalog
+    + Send
+    + Sync
+    + 'static
+{
     // providers
     async fn create_provider(&self, name: &str, now: Timestamp) -> CatalogResult<Provider>;
     /// Creates the provider with this id unless it exists; returns it either way.

@@ -20,6 +20,7 @@ pub mod embedded_ledger;
 pub mod ingest_files;
 pub mod ledger;
 pub mod profile;
+pub mod sharing_catalog;
 pub mod sqlite;
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use segmart_domain::billing::{
-    ChargeStatus, CurrencyCode, MICROS_PER_UNIT, PricingError, UsageEvent, price_event,
+    ChargeStatus, CurrencyCode, MICROS_PER_UNIT, UsageEvent, price_event,
 };
 use segmart_domain::{ErrorCode, SegmentNum, Timestamp};
 use segmart_storage::ledger::{AppendOutcome, LedgerError, LedgerRecord};
@@ -212,11 +212,27 @@ pub async fn report_usage(
             if !view.buyer_exists(event.buyer_id) {
                 return Err(format!("buyer {} does not exist", event.buyer_id));
             }
+            // Access is decided now, not at the event's time: after a revocation no usage of
+            // the revoked segments is accepted for that buyer, whenever it happened.
+            for &segment in event.segments.iter().chain(&event.excluded_segments) {
+                if view.rule_at(segment, event.at).is_some()
+                    && !view.access(event.buyer_id, segment).allowed()
+                {
+                    return Err(format!(
+                        "buyer {} may not use segment {segment}: it is not public, not shared \
+                         with and activated by the buyer, or its access was revoked",
+                        event.buyer_id
+                    ));
+                }
+            }
             let rates = view.rates_at(event.at);
-            let charges = price_event(&event, |s| view.rule_at(s, event.at), |_| None, &rates)
-                .map_err(|e| match e {
-                    PricingError::UnknownSegment(_) | PricingError::NoRate(_) => e.to_string(),
-                })?;
+            let charges = price_event(
+                &event,
+                |s| view.rule_at(s, event.at),
+                |s| view.access(event.buyer_id, s).share_cpm(),
+                &rates,
+            )
+            .map_err(|e| e.to_string())?;
             Ok(LedgerRecord {
                 impression_id: event.impression_id,
                 at: event.at,

@@ -9,6 +9,7 @@
 
 pub mod metering;
 pub mod session;
+pub mod sharing;
 pub mod usage;
 pub mod xandr;
 
@@ -16,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use segmart_domain::billing::{CurrencyCode, Rates, SegmentRule, in_force};
+use segmart_domain::access::{Access, Grant, SegmentFacts, may_use};
+use segmart_domain::billing::{CurrencyCode, Rates, SegmentRule, ShareCpm, in_force};
 use segmart_domain::{SegmentNum, Timestamp};
 use segmart_storage::catalog::{Catalog, CatalogResult};
 
@@ -34,6 +36,10 @@ struct Rules {
     buyers: HashSet<i64>,
     /// Segments whose active mapping is public.
     public: HashSet<u32>,
+    /// Segment number → active.
+    active: HashMap<u32, bool>,
+    /// (buyer, segment) → the live shares covering it that the buyer activated.
+    grants: HashMap<(i64, u32), Vec<Grant>>,
 }
 
 /// The billing cache. All methods take `&self`.
@@ -100,6 +106,35 @@ impl BillingIndex {
             .collect();
         rules.buyers = buyers.into_iter().map(|b| b.id).collect();
         rules.public = public.into_iter().collect();
+        let access = catalog.access_data().await?;
+        let mut by_folder: HashMap<segmart_domain::FolderId, Vec<u32>> = HashMap::new();
+        for (num, folder, active) in &access.segments {
+            rules.active.insert(*num, *active);
+            by_folder.entry(*folder).or_default().push(*num);
+        }
+        for share in &access.shares {
+            let mut covered: HashSet<u32> = share.segments.iter().copied().collect();
+            if let Some(folder) = share.folder {
+                covered.extend(by_folder.get(&folder).into_iter().flatten().copied());
+            }
+            let grant = Grant {
+                share_id: share.id,
+                revoked: share.revoked_at.is_some(),
+                cpm: (share.cpm > 0.0).then_some(ShareCpm {
+                    cpm: share.cpm,
+                    currency: share.currency,
+                }),
+            };
+            for (buyer, _) in &share.activations {
+                for &segment in &covered {
+                    rules
+                        .grants
+                        .entry((*buyer, segment))
+                        .or_default()
+                        .push(grant);
+                }
+            }
+        }
         *self.rules.write() = Arc::new(rules);
         Ok(())
     }
@@ -168,5 +203,36 @@ impl RulesView {
 
     pub fn is_public(&self, segment: SegmentNum) -> bool {
         self.rules.public.contains(&segment.0)
+    }
+
+    /// May `buyer` use `segment` now, and on which terms ([`may_use`]).
+    pub fn access(&self, buyer: i64, segment: SegmentNum) -> Access {
+        let Some(&active) = self.rules.active.get(&segment.0) else {
+            return Access::Denied;
+        };
+        let facts = SegmentFacts {
+            active,
+            public: self.rules.public.contains(&segment.0),
+        };
+        let grants = self
+            .rules
+            .grants
+            .get(&(buyer, segment.0))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        may_use(facts, grants)
+    }
+
+    /// Every segment `buyer` may use now, with the decision.
+    pub fn usable_by(&self, buyer: i64) -> Vec<(u32, Access)> {
+        let mut out: Vec<(u32, Access)> = self
+            .rules
+            .active
+            .keys()
+            .map(|&n| (n, self.access(buyer, SegmentNum(n))))
+            .filter(|(_, a)| a.allowed())
+            .collect();
+        out.sort_by_key(|(n, _)| *n);
+        out
     }
 }

@@ -28,6 +28,7 @@ pub struct Options {
     pub start: Timestamp,
     /// Batch ingestion settings (default: `<dir>/ingest`, no drop directory).
     pub ingest: Option<segmart_server::ingest::IngestSettings>,
+    pub smtp: Option<segmart_server::mail::SmtpSettings>,
 }
 
 impl Default for Options {
@@ -38,6 +39,7 @@ impl Default for Options {
             // 2026-01-01T00:00:00Z
             start: Timestamp::from_secs(1_767_225_600),
             ingest: None,
+            smtp: None,
         }
     }
 }
@@ -105,6 +107,9 @@ impl TestServer {
         let mut settings = Settings::new(target_entity);
         settings.rate_limits = options.rate_limits.clone();
         settings.catalog_poll_interval = std::time::Duration::from_millis(50);
+        settings.smtp = options.smtp.clone();
+        // Tests deliver mail themselves (`mail::deliver_due`), so the mailer task stays idle.
+        settings.mail_interval = std::time::Duration::from_secs(3600);
         let key_path = dir.path().join("token.key");
         let key: [u8; 32] = match std::fs::read(&key_path) {
             Ok(bytes) => bytes.try_into().unwrap(),

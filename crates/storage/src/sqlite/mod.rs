@@ -13,6 +13,7 @@ mod error;
 mod ingest;
 mod queries;
 mod rows;
+mod sharing;
 
 pub use self::billing::validate_price;
 pub use self::ingest::{DMP_ID_MAX_CHARS, validate_cost, validate_dmp_id};
@@ -61,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "billing",
         include_str!("../../migrations/sqlite/0003_billing.sql"),
+    ),
+    (
+        4,
+        "sharing",
+        include_str!("../../migrations/sqlite/0004_sharing.sql"),
     ),
 ];
 
