@@ -39,7 +39,7 @@ enum Command {
     /// Apply batch files (data `.txt.gz` and `.taxonomy.json`) with a progress bar and print
     /// their reports; goes through the running server when one holds the data directory.
     Ingest(ingest_cmd::IngestArgs),
-    /// Benchmarks of the hot paths, with Redis as the peer where one applies.
+    /// Benchmarks of the hot paths, with Redis or PostgreSQL as the peer where one applies.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
