@@ -44,7 +44,7 @@ enum Command {
     /// Reports: usage by day × provider × category × segment × buyer (JSON or CSV).
     #[command(subcommand)]
     Report(report_cmd::ReportCommand),
-    /// Benchmarks of the hot paths, with Redis as the peer where one applies.
+    /// Benchmarks of the hot paths, with Redis or PostgreSQL as the peer where one applies.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod data;
 pub mod http;
 pub mod ingest;
+pub mod metering;
 pub mod resp;
 pub mod store;
 
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     /// A realistic gzip batch file applied end to end through the ingest pipeline;
     /// `redis-cli --pipe` SADD of the same memberships as the peer.
     Ingest(ingest::IngestBenchArgs),
+    /// Priced usage records appended to the embedded billing ledger by concurrent producers
+    /// (durable acks); PostgreSQL `COPY` of the same records as the peer.
+    Metering(metering::MeteringArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -27,5 +31,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Batch(args) => batch::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Metering(args) => metering::run(args).await,
     }
 }

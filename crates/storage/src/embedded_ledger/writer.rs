@@ -1,6 +1,5 @@
 //! The single writer thread: dedup, group commit to the log, then apply to memory.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
@@ -9,7 +8,7 @@ use tracing::error;
 
 use super::codec::{self, FRAME_HEADER, PayloadHeader};
 use super::log::LogWriter;
-use super::{IdHash, Location, Shared};
+use super::{Location, Shared};
 use crate::ledger::{AppendOutcome, LedgerError, LedgerRecord};
 
 /// One `append` call, encoded by the caller.
@@ -29,7 +28,13 @@ impl EncodedBatch {
     }
 }
 
-pub(crate) type AppendReply = tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>, LedgerError>>;
+/// The answer to an append, with its batch handed back so the caller's task (not the writer
+/// thread) frees it.
+pub(crate) type AppendAnswer = (
+    Result<Vec<AppendOutcome>, LedgerError>,
+    Option<EncodedBatch>,
+);
+pub(crate) type AppendReply = tokio::sync::oneshot::Sender<AppendAnswer>;
 
 /// What the writer thread is asked to do, in queue order.
 pub(crate) enum Request {
@@ -64,7 +69,9 @@ pub(crate) struct Writer {
     /// Set after a failed log write: the on-disk state is unknown, so appends are refused.
     pub(crate) failed: Option<String>,
     buffer: Vec<u8>,
-    pending: HashSet<u128, IdHash>,
+    /// Log bytes the group taken so far will occupy (frame offsets are assigned as records
+    /// are taken).
+    group_bytes: u64,
     requests: Vec<(EncodedBatch, AppendReply, Vec<AppendOutcome>)>,
     entries: Vec<Entry>,
 }
@@ -83,7 +90,7 @@ impl Writer {
             next_seq,
             failed: None,
             buffer: Vec::new(),
-            pending: HashSet::default(),
+            group_bytes: 0,
             requests: Vec::new(),
             entries: Vec::new(),
         }
@@ -114,14 +121,14 @@ impl Writer {
     /// one write and one `fdatasync`, applies them, then answers every caller. Returns a
     /// request other than an append that ended the group, if any.
     fn commit_group(&mut self, first: EncodedBatch, reply: AppendReply) -> Option<Request> {
-        let max_bytes = self.shared.config.max_group_bytes;
-        self.pending.clear();
+        let max_bytes = self.shared.config.max_group_bytes as u64;
         self.entries.clear();
-        let mut group_bytes = self.take(first, reply);
+        self.group_bytes = 0;
+        self.take(first, reply);
         let mut next = None;
-        while group_bytes < max_bytes {
+        while self.group_bytes < max_bytes {
             match self.receiver.try_recv() {
-                Ok(Request::Append { batch, reply }) => group_bytes += self.take(batch, reply),
+                Ok(Request::Append { batch, reply }) => self.take(batch, reply),
                 Ok(other) => {
                     next = Some(other);
                     break;
@@ -129,7 +136,14 @@ impl Writer {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let result = self.write_and_apply(group_bytes);
+        let result = self.write_and_apply();
+        if result.is_err() {
+            // Nothing of the group is durable: its ids were never recorded.
+            for entry in &self.entries {
+                let hash = self.requests[entry.request].0.hashes[entry.record];
+                self.shared.forget(hash);
+            }
+        }
         let duplicates: u64 = self
             .requests
             .iter()
@@ -145,58 +159,60 @@ impl Writer {
                 .duplicates
                 .fetch_add(duplicates, Ordering::Relaxed);
         }
-        for (_, reply, outcomes) in self.requests.drain(..) {
-            let _ = reply.send(match &result {
+        for (batch, reply, outcomes) in self.requests.drain(..) {
+            let answer = match &result {
                 Ok(()) => Ok(outcomes),
                 Err(reason) => Err(LedgerError::Backend(reason.clone())),
-            });
+            };
+            let _ = reply.send((answer, Some(batch)));
         }
         next
     }
 
-    /// Decides each record of `batch` (new or duplicate) and queues it for the group. Returns
-    /// the bytes its new records will take.
-    fn take(&mut self, batch: EncodedBatch, reply: AppendReply) -> usize {
+    /// Decides each record of `batch` (new or duplicate) and queues it for the group. A new
+    /// id enters the dedup index at once with its future location, so later records of the
+    /// group see it; readers ignore locations beyond what is durable.
+    fn take(&mut self, batch: EncodedBatch, reply: AppendReply) {
         let request = self.requests.len();
         let mut outcomes = Vec::with_capacity(batch.records.len());
-        let mut bytes = 0;
-        for (record, &hash) in batch.hashes.iter().enumerate() {
-            if self.shared.contains(hash) || !self.pending.insert(hash) {
-                outcomes.push(AppendOutcome::Duplicate);
-            } else {
-                outcomes.push(AppendOutcome::Recorded);
-                self.entries.push(Entry {
-                    request,
-                    record,
-                    location: Location(0),
-                });
-                bytes += FRAME_HEADER + codec::PAYLOAD_HEADER + batch.body(record).len();
+        if self.failed.is_none() {
+            let segment = self.log.seq();
+            let base = self.log.len();
+            for (record, &hash) in batch.hashes.iter().enumerate() {
+                let location = Location::new(segment, base + self.group_bytes);
+                if self.shared.insert_new(hash, location) {
+                    outcomes.push(AppendOutcome::Recorded);
+                    self.entries.push(Entry {
+                        request,
+                        record,
+                        location,
+                    });
+                    self.group_bytes +=
+                        (FRAME_HEADER + codec::PAYLOAD_HEADER + batch.body(record).len()) as u64;
+                } else {
+                    outcomes.push(AppendOutcome::Duplicate);
+                }
             }
         }
         self.requests.push((batch, reply, outcomes));
-        bytes
     }
 
-    fn write_and_apply(&mut self, group_bytes: usize) -> Result<(), String> {
+    fn write_and_apply(&mut self) -> Result<(), String> {
         if let Some(reason) = &self.failed {
             return Err(reason.clone());
         }
         if self.entries.is_empty() {
             return Ok(());
         }
-        if self.log.len() + group_bytes as u64 > u64::from(u32::MAX) {
-            // Frame offsets must fit 32 bits: this group starts the next segment.
-            self.rotate();
-            if let Some(reason) = &self.failed {
-                return Err(reason.clone());
-            }
-        }
         let count = u32::try_from(self.entries.len()).expect("groups are bounded in bytes");
         self.buffer.clear();
+        self.buffer.reserve(self.group_bytes as usize);
         let segment = self.log.seq();
-        let base = self.log.len();
-        for (index, entry) in self.entries.iter_mut().enumerate() {
-            entry.location = Location::new(segment, base + self.buffer.len() as u64);
+        for (index, entry) in self.entries.iter().enumerate() {
+            debug_assert_eq!(
+                entry.location,
+                Location::new(segment, self.log.len() + self.buffer.len() as u64)
+            );
             let header = PayloadHeader {
                 seq: self.next_seq + index as u64,
                 group_index: index as u32,
@@ -205,9 +221,14 @@ impl Writer {
             let body = self.requests[entry.request].0.body(entry.record);
             codec::push_frame(&mut self.buffer, header, body);
         }
+        let started = std::time::Instant::now();
         if let Err(error) = self.log.append(&self.buffer) {
             return Err(self.fail("write", error));
         }
+        self.shared
+            .write_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.shared.groups.fetch_add(1, Ordering::Relaxed);
         let first_seq = self.next_seq;
         self.next_seq += u64::from(count);
         self.shared.publish_segment_len(segment, self.log.len());
@@ -225,7 +246,7 @@ impl Writer {
                     &batch.records[entry.record],
                 )
             });
-            self.shared.apply(applied);
+            self.shared.apply(applied, false);
         }
         self.shared
             .visible_seq
@@ -282,7 +303,9 @@ impl Writer {
 
 fn answer_after_shutdown(request: Request) {
     match request {
-        Request::Append { reply, .. } => drop(reply.send(Err(LedgerError::ShuttingDown))),
+        Request::Append { batch, reply } => {
+            drop(reply.send((Err(LedgerError::ShuttingDown), Some(batch))))
+        }
         Request::Hold { held, .. } => drop(held.send(())),
         Request::Shutdown { reply } => drop(reply.send(Ok(()))),
     }
