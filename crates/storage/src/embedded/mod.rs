@@ -57,29 +57,34 @@
 //!
 //! | what | result | target |
 //! |---|---|---|
-//! | memory | 810–824 MiB = 33–34.5 B/profile + 8 B/membership | ≤ 40 + 8 |
-//! | slots / arena | 24 B at 80–86 % load; arena 2 % over its use | |
-//! | lookup, present profile | p50 460–740 ns, p99 1.0–1.3 µs | 300 ns / 1.5 µs |
-//! | lookup, absent profile | p50 230 ns, p99 0.5–0.7 µs | |
-//! | batched lookups (`lookup_batch`, one thread) | 4.7–5.8 M/s | ≥ 5 M/s |
-//! | durable bulk write (10 k profiles per batch) | 5.3–6.0 M memberships/s | |
-//! | snapshot of 10 M profiles (760 MB) | 2.6 s | |
-//! | open from a snapshot | 0.8–1.1 s (9–12.5 M profiles/s) | |
-//! | open replaying 10 M profiles of WAL | 4.2–7.4 s (1.3–2.4 M profiles/s) | |
+//! | memory | 835 MiB = 35.5 B/profile + 8 B/membership | ≤ 40 + 8 |
+//! | slots / arena | 24 B at 79 % load (74–85 % as it grows); arena 2 % over its use | |
+//! | lookup, present profile | p50 600–630 ns at load ≈ 3 (460 ns quiet), p99 1.0–1.2 µs | 300 ns / 1.5 µs |
+//! | lookup, absent profile | p50 220–320 ns, p99 0.5–0.7 µs | |
+//! | batched lookups (`lookup_batch`, one thread) | 4.7–5.9 M/s | ≥ 5 M/s |
+//! | durable bulk write (10 k profiles per batch) | 5.9–7.8 M memberships/s | |
+//! | snapshot of 10 M profiles (760 MB) | 2.6–3.9 s | |
+//! | open from a snapshot | 0.9–2.3 s (4.4–10.7 M profiles/s) | |
+//! | open replaying 10 M profiles of WAL | 3.6–7.6 s (1.3–2.8 M profiles/s) | |
 //!
 //! A lookup of a present profile costs two dependent cache misses (slot, then its block in
 //! the arena); a dependent DRAM access measures 217 ns on this VM even with huge pages (1 GiB
 //! pointer chase), so a scalar hit cannot go below ~430 ns here and the 300 ns p50 target is
 //! not met. Absent profiles (most bid-time ids) cost one miss. `lookup_batch` overlaps the
 //! misses of 16 keys. Putting a profile's first links next to its slot would need bigger
-//! slots than the memory budget allows.
+//! slots than the memory budget allows (measured by `examples/layout_probe.rs`: 64-byte slots
+//! with 5 links inline cost 44 B of overhead per profile at 85 % load and still send most
+//! profiles to the arena); see ARCHITECTURE.md for the bucketed layout that would.
 //!
 //! Choices behind the numbers: 64 shards keep each shard's arrays in the megabytes so huge
-//! pages cover them (768 MiB of 810 MiB were huge pages); slots grow by 1.2× at 90 % load
-//! (load stays in 75–90 %); arenas grow in place by ~3 % steps inside a reserved address
+//! pages cover them (768 MiB of 810 MiB were huge pages); slots grow by 1.15× at 85 % load
+//! (load stays in 74–85 %: an insertion shifts its run to the next empty slot, and runs get
+//! long quickly above 85 %); arenas grow in place by ~3 % steps inside a reserved address
 //! range; both probes prefetch the following cache line, since runs of 3–5 slots and blocks
 //! of 56 bytes usually straddle two lines. Recovery applies WAL records with two threads
 //! (disjoint shard halves); the live writer uses one, leaving the other core to readers.
+//! Applying prefetches ahead (`writer.rs`): a coming mutation's bytes in the group buffer, the
+//! cache lines of its run, then its membership block, which halved the writer's CPU time.
 //!
 //! [`ProfileStoreStats`] counts what is stored, including expired data not yet cleaned up;
 //! `memory_bytes` is the writable size of the slot and arena mappings.

@@ -43,9 +43,9 @@ const EMPTY: u32 = 0;
 pub(crate) const NO_LINKS: u32 = u32::MAX;
 
 /// The table grows when more than this share of home positions hold profiles (percent).
-const MAX_LOAD_PCT: usize = 90;
+const MAX_LOAD_PCT: usize = 85;
 /// Growth factor of the slot array (percent). Below 2 so the average load stays high.
-const GROW_PCT: usize = 120;
+const GROW_PCT: usize = 115;
 /// Load a rebuilt (compacted or shrunk) table is sized for (percent).
 const REBUILD_LOAD_PCT: usize = 75;
 /// A table is shrunk by compaction when its load falls below this (percent).
@@ -127,6 +127,35 @@ pub(crate) struct Scratch {
     adds: Vec<[u32; 2]>,
     removes: Vec<u32>,
 }
+
+/// Sorts `adds` by segment into `out`, stably (among repeats of a segment the last add stays
+/// last and wins). Up to [`RANK_SORT_MAX`] adds are placed by rank — each add's position is
+/// the number of adds that sort before it — which is branch-free and beats an insertion sort's
+/// mispredictions on the handful of adds an update carries.
+fn sort_adds(adds: &[[u32; 2]], out: &mut Vec<[u32; 2]>) {
+    out.clear();
+    if adds.len() > RANK_SORT_MAX {
+        out.extend_from_slice(adds);
+        out.sort_by_key(|pair| pair[0]);
+        return;
+    }
+    out.resize(adds.len(), [0, 0]);
+    for (index, add) in adds.iter().enumerate() {
+        let segment = add[0];
+        let before: usize = adds[..index]
+            .iter()
+            .map(|other| (other[0] <= segment) as usize)
+            .sum();
+        let after: usize = adds[index + 1..]
+            .iter()
+            .map(|other| (other[0] < segment) as usize)
+            .sum();
+        out[before + after] = *add;
+    }
+}
+
+/// Largest number of adds [`sort_adds`] ranks (quadratic); more are sorted by the library.
+const RANK_SORT_MAX: usize = 32;
 
 /// What one pass of clean-up removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +299,20 @@ impl Table {
         }
     }
 
+    /// Prefetches the first `lines` cache lines from `key`'s home slot on: an insertion scans
+    /// the run from there to its first empty slot (runs of a dozen slots and more at high
+    /// load), so the writer asks for them all at once ahead of time.
+    #[inline]
+    pub(crate) fn prefetch_run(&self, key: Key, lines: usize) {
+        let slots = self.slots.as_slice();
+        if let Some(home) = slots.get(key.home(self.capacity)) {
+            let address = (home as *const Slot).cast::<u8>();
+            for line in 0..lines {
+                prefetch_address(address.wrapping_add(64 * line));
+            }
+        }
+    }
+
     /// Finds `key`'s slot and prefetches its membership block (batched lookups).
     #[inline]
     pub(crate) fn find_and_prefetch(&self, key: Key) -> Option<Slot> {
@@ -391,22 +434,23 @@ impl Table {
         std::mem::replace(self, other)
     }
 
-    /// Makes sure an insertion at `pos` can find a free slot before the sentinel.
-    fn can_insert_at(&self, pos: usize) -> bool {
+    /// The first empty slot at or after `pos` that an insertion at `pos` may shift the run
+    /// into (never the sentinel), or `None` when the spill area is full.
+    #[inline]
+    fn free_slot_from(&self, pos: usize) -> Option<usize> {
         let slots = self.slots.as_slice();
-        if slots.is_empty() {
-            return false;
-        }
-        slots[pos..slots.len() - 1].iter().any(Slot::is_empty)
+        let usable = slots.len().checked_sub(1)?;
+        slots
+            .get(pos..usable)?
+            .iter()
+            .position(Slot::is_empty)
+            .map(|offset| pos + offset)
     }
 
-    fn insert_at(&mut self, pos: usize, slot: Slot) {
+    /// Inserts `slot` at `pos`, shifting the run `pos..free` (found by
+    /// [`Self::free_slot_from`]) up by one.
+    fn insert_at(&mut self, pos: usize, free: usize, slot: Slot) {
         let slots = self.slots.as_mut_slice();
-        let free = pos
-            + slots[pos..]
-                .iter()
-                .position(Slot::is_empty)
-                .expect("checked by can_insert_at");
         slots.copy_within(pos..free, pos + 1);
         slots[pos] = slot;
     }
@@ -455,11 +499,11 @@ impl Table {
         scratch: &mut Scratch,
     ) -> Result<(), Full> {
         let found = self.search(key);
-        if let Err(pos) = found
-            && !self.can_insert_at(pos)
-        {
-            return Err(Full);
-        }
+        // Where a new profile's insertion ends its shift; found before anything changes.
+        let free = match found {
+            Ok(_) => 0,
+            Err(pos) => self.free_slot_from(pos).ok_or(Full)?,
+        };
         let old = found.ok().map(|pos| self.slots.as_slice()[pos]);
         let alive = old.is_some_and(|slot| profile_live(slot.updated, expiry_secs, at_s));
 
@@ -488,11 +532,8 @@ impl Table {
             }
         }
         if !adds.is_empty() {
-            let sorted_adds = &mut scratch.adds;
-            sorted_adds.clear();
-            sorted_adds.extend_from_slice(adds);
-            // Stable, so among repeated segments the last add stays last and wins.
-            sorted_adds.sort_by_key(|pair| pair[0]);
+            sort_adds(adds, &mut scratch.adds);
+            let sorted_adds = &scratch.adds;
             let merged = &mut scratch.merged;
             merged.clear();
             merged.reserve(links.len() + sorted_adds.len());
@@ -562,6 +603,7 @@ impl Table {
             Err(pos) => {
                 self.insert_at(
                     pos,
+                    free,
                     Slot {
                         key,
                         block,
@@ -777,7 +819,7 @@ fn prefetch<T>(value: &T) {
 }
 
 #[inline(always)]
-fn prefetch_address(address: *const u8) {
+pub(crate) fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint and never faults, whatever the address.
     unsafe {

@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use tracing::{error, info};
 
 use super::codec::{self, FRAME_HEADER, Malformed, Mutation, PayloadReader, words};
-use super::table::{Key, SHARDS, Scratch, Table, compact_if_needed};
+use super::table::{Key, SHARDS, Scratch, Table, compact_if_needed, prefetch_address};
 use super::wal::Wal;
 use super::{Padded, Shared, snapshot};
 use crate::profile::{ProfileStoreError, WriteBatch};
@@ -46,9 +46,11 @@ pub(crate) enum Request {
     Shutdown { reply: Reply<io::Result<()>> },
 }
 
-/// A mutation waiting in a shard bucket: which payload and where in it.
+/// A mutation waiting in a shard bucket: its key (read while bucketing, so the table can be
+/// prefetched before the mutation is decoded again) and where it is in the group buffer.
 #[derive(Clone, Copy)]
 struct Pending {
+    key: Key,
     at_s: i64,
     /// Byte offset of the mutation in the group buffer.
     offset: u32,
@@ -56,6 +58,16 @@ struct Pending {
 
 /// Mutations applied per write-lock hold, so readers of a shard never wait long.
 const APPLY_CHUNK: usize = 64;
+/// How far ahead of the mutation being applied the applier prefetches the next mutations'
+/// bytes in the group buffer and their home slots (a group is megabytes and slots are
+/// random: both are cache misses otherwise, and they were half of the applier's time).
+const PREFETCH_SLOTS_AHEAD: usize = 8;
+/// Cache lines of slots prefetched from a coming mutation's home slot (a new profile's
+/// insertion scans its run to the first empty slot).
+const PREFETCH_RUN_LINES: usize = 6;
+/// How far ahead the applier looks up a coming mutation's slot (by then in cache) and
+/// prefetches its membership block.
+const PREFETCH_BLOCKS_AHEAD: usize = 3;
 
 /// Applies decoded WAL payloads to the tables, shard by shard. Used by the writer after each
 /// group commit and by recovery, so replay runs exactly the code that applied the batch.
@@ -113,8 +125,9 @@ impl Applier {
                 let Some(mutation) = reader.next_mutation()? else {
                     break;
                 };
-                let shard = Key::from_profile(mutation.key()).shard();
-                self.buckets[shard].push(Pending {
+                let key = Key::from_profile(mutation.key());
+                self.buckets[key.shard()].push(Pending {
+                    key,
                     at_s,
                     offset: offset as u32,
                 });
@@ -150,18 +163,32 @@ impl ShardApplier {
                 continue;
             }
             let mut guard = shard.0.upgradable_read();
-            for chunk in bucket.chunks(APPLY_CHUNK) {
-                if guard.needs_growth(chunk.len()) {
+            let mut start = 0;
+            while start < bucket.len() {
+                let end = (start + APPLY_CHUNK).min(bucket.len());
+                if guard.needs_growth(end - start) {
                     // Built beside the live slots (readers continue), swapped in briefly.
-                    let (slots, capacity) = guard.resized_slots(guard.grown_capacity(chunk.len()));
+                    let (slots, capacity) = guard.resized_slots(guard.grown_capacity(end - start));
                     let old = guard.with_upgraded(|table| table.install_slots(slots, capacity));
                     drop(old);
                 }
+                if start == 0 {
+                    for ahead in bucket.iter().take(PREFETCH_SLOTS_AHEAD) {
+                        prefetch_pending(&guard, buffer, ahead);
+                    }
+                }
                 guard.with_upgraded(|table| {
-                    for pending in chunk {
-                        self.apply_one(table, buffer, *pending);
+                    for index in start..end {
+                        if let Some(ahead) = bucket.get(index + PREFETCH_SLOTS_AHEAD) {
+                            prefetch_pending(table, buffer, ahead);
+                        }
+                        if let Some(ahead) = bucket.get(index + PREFETCH_BLOCKS_AHEAD) {
+                            table.find_and_prefetch(ahead.key);
+                        }
+                        self.apply_one(table, buffer, bucket[index]);
                     }
                 });
+                start = end;
             }
             compact_if_needed(&mut guard);
             drop(guard);
@@ -183,11 +210,15 @@ impl ShardApplier {
                 self.removes.clear();
                 self.removes.extend(words(removes));
                 self.adds.clear();
-                let mut add_words = words(adds);
-                while let (Some(segment), Some(expiry)) = (add_words.next(), add_words.next()) {
-                    self.adds.push([segment, expiry]);
-                }
-                let key = Key::from_profile(key);
+                self.adds.extend(adds.chunks_exact(8).map(|pair| {
+                    let (segment, expiry) = pair.split_at(4);
+                    [
+                        u32::from_le_bytes(segment.try_into().expect("4 bytes")),
+                        u32::from_le_bytes(expiry.try_into().expect("4 bytes")),
+                    ]
+                }));
+                debug_assert_eq!(Key::from_profile(key), pending.key);
+                let key = pending.key;
                 while table
                     .apply_update(
                         key,
@@ -207,6 +238,16 @@ impl ShardApplier {
             }
         }
     }
+}
+
+/// Prefetches a coming mutation's bytes in the group buffer and its home slot.
+#[inline]
+fn prefetch_pending(table: &Table, buffer: &[u8], pending: &Pending) {
+    let offset = pending.offset as usize;
+    prefetch_address(buffer[offset..].as_ptr());
+    // A mutation of 6.5 adds is 77 bytes: its end is usually on the next cache line.
+    prefetch_address(buffer[offset..].as_ptr().wrapping_add(64));
+    table.prefetch_run(pending.key, PREFETCH_RUN_LINES);
 }
 
 /// State owned by the writer thread.

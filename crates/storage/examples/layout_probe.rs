@@ -1,0 +1,332 @@
+//! Lookup latency and memory of two slot layouts for the embedded profile table, built from
+//! the same synthetic profiles (1–12 links each, mean 6.5) with random 128-bit keys:
+//!
+//! - `slot24`: the table as built — ordered linear probing over 24-byte slots (key, arena
+//!   offset, update time) plus an arena of `[len][segment, expiry]*` blocks. A hit costs two
+//!   dependent cache misses (slot, then block).
+//! - `line64`: one 64-byte, cache-line-aligned slot per profile — key, update time, overflow
+//!   offset and the first 5 links inline — with the rest of a profile's links in an arena. A
+//!   hit on a profile of up to 5 links costs one miss plus the run's next lines (prefetched
+//!   together with it).
+//!
+//! `cargo run --release -p segmart-storage --example layout_probe -- [profiles] [load %]`
+//!
+//! A throwaway measurement to choose a layout, not a model of the store: no shards, no locks,
+//! a table filled once at the given load.
+
+use std::time::Instant;
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Zeroed anonymous memory marked for transparent huge pages.
+fn huge_zeroed<T: Copy>(len: usize) -> &'static mut [T] {
+    let bytes = (len * size_of::<T>()).max(1).div_ceil(2 << 20) * (2 << 20);
+    // SAFETY: a fresh private anonymous mapping, zero-filled, leaked for the program's life;
+    // callers only use types for which all-zero bytes are valid.
+    unsafe {
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(ptr, libc::MAP_FAILED);
+        libc::madvise(ptr, bytes, libc::MADV_HUGEPAGE);
+        std::slice::from_raw_parts_mut(ptr.cast(), len)
+    }
+}
+
+fn home(key_hi: u64, capacity: usize) -> usize {
+    ((key_hi as u128 * capacity as u128) >> 64) as usize
+}
+
+#[inline(always)]
+fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch hint never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast())
+    };
+}
+
+struct Profile {
+    key: [u64; 2],
+    links: Vec<[u32; 2]>,
+}
+
+fn profiles(count: usize) -> Vec<Profile> {
+    let mut all: Vec<Profile> = (0..count as u64)
+        .map(|index| {
+            let mut state = splitmix(index ^ 0x1234);
+            let mut next = || {
+                state = splitmix(state);
+                state
+            };
+            let key = [next(), next() | 1];
+            let len = 1 + next() % 12;
+            let mut links: Vec<[u32; 2]> = (0..len)
+                .map(|_| {
+                    [
+                        (next() % 20_000) as u32,
+                        1_800_000_000 + (7 + next() % 54) as u32 * 86_400,
+                    ]
+                })
+                .collect();
+            links.sort_unstable();
+            links.dedup_by_key(|link| link[0]);
+            Profile { key, links }
+        })
+        .collect();
+    all.sort_unstable_by_key(|p| p.key);
+    all
+}
+
+trait Layout {
+    fn name(&self) -> &'static str;
+    fn bytes(&self) -> usize;
+    /// Appends the profile's links to `out`; false when absent.
+    fn lookup(&self, key: [u64; 2], out: &mut Vec<[u32; 2]>) -> bool;
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot24 {
+    key: [u64; 2],
+    block: u32,
+    updated: u32,
+}
+
+struct Table24 {
+    slots: &'static [Slot24],
+    capacity: usize,
+    arena: Vec<u32>,
+}
+
+impl Table24 {
+    fn build(profiles: &[Profile], load_pct: usize) -> Table24 {
+        let capacity = profiles.len() * 100 / load_pct;
+        let slots = huge_zeroed::<Slot24>(capacity + 1024);
+        let mut arena = vec![0u32];
+        let mut next = 0;
+        for profile in profiles {
+            let pos = home(profile.key[0], capacity).max(next);
+            let block = arena.len() as u32;
+            arena.push(profile.links.len() as u32);
+            arena.extend(profile.links.iter().flatten());
+            slots[pos] = Slot24 {
+                key: profile.key,
+                block,
+                updated: 1,
+            };
+            next = pos + 1;
+        }
+        Table24 {
+            slots,
+            capacity,
+            arena,
+        }
+    }
+}
+
+impl Layout for Table24 {
+    fn name(&self) -> &'static str {
+        "slot24 + arena (as built)"
+    }
+    fn bytes(&self) -> usize {
+        self.slots.len() * 24 + self.arena.len() * 4
+    }
+    #[inline]
+    fn lookup(&self, key: [u64; 2], out: &mut Vec<[u32; 2]>) -> bool {
+        let mut pos = home(key[0], self.capacity);
+        prefetch(
+            (&self.slots[pos] as *const Slot24)
+                .cast::<u8>()
+                .wrapping_add(64),
+        );
+        loop {
+            let slot = &self.slots[pos];
+            if slot.block == 0 || slot.key > key {
+                return false;
+            }
+            if slot.key == key {
+                let start = slot.block as usize;
+                prefetch(
+                    (&self.arena[start] as *const u32)
+                        .cast::<u8>()
+                        .wrapping_add(64),
+                );
+                let len = self.arena[start] as usize;
+                for pair in self.arena[start + 1..start + 1 + 2 * len].chunks_exact(2) {
+                    out.push([pair[0], pair[1]]);
+                }
+                return true;
+            }
+            pos += 1;
+        }
+    }
+}
+
+const INLINE: usize = 5;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line64 {
+    key: [u64; 2],
+    updated: u32,
+    /// Arena offset of the links beyond the inline ones (0: none).
+    overflow: u32,
+    /// Expiry 0 marks an unused entry.
+    inline: [[u32; 2]; INLINE],
+}
+
+struct Table64 {
+    slots: &'static [Line64],
+    capacity: usize,
+    arena: Vec<u32>,
+    lines_ahead: usize,
+}
+
+impl Table64 {
+    fn build(profiles: &[Profile], load_pct: usize, lines_ahead: usize) -> Table64 {
+        let capacity = profiles.len() * 100 / load_pct;
+        let slots = huge_zeroed::<Line64>(capacity + 1024);
+        let mut arena = vec![0u32];
+        let mut next = 0;
+        for profile in profiles {
+            let pos = home(profile.key[0], capacity).max(next);
+            let mut line = Line64 {
+                key: profile.key,
+                updated: 1,
+                overflow: 0,
+                inline: [[0; 2]; INLINE],
+            };
+            let (head, tail) = profile.links.split_at(profile.links.len().min(INLINE));
+            line.inline[..head.len()].copy_from_slice(head);
+            if !tail.is_empty() {
+                line.overflow = arena.len() as u32;
+                arena.push(tail.len() as u32);
+                arena.extend(tail.iter().flatten());
+            }
+            slots[pos] = line;
+            next = pos + 1;
+        }
+        Table64 {
+            slots,
+            capacity,
+            arena,
+            lines_ahead,
+        }
+    }
+}
+
+impl Layout for Table64 {
+    fn name(&self) -> &'static str {
+        "line64, 5 links inline + arena"
+    }
+    fn bytes(&self) -> usize {
+        self.slots.len() * 64 + self.arena.len() * 4
+    }
+    #[inline]
+    fn lookup(&self, key: [u64; 2], out: &mut Vec<[u32; 2]>) -> bool {
+        let mut pos = home(key[0], self.capacity);
+        let base = (&self.slots[pos] as *const Line64).cast::<u8>();
+        for line in 1..=self.lines_ahead {
+            prefetch(base.wrapping_add(64 * line));
+        }
+        loop {
+            let slot = &self.slots[pos];
+            if slot.updated == 0 || slot.key > key {
+                return false;
+            }
+            if slot.key == key {
+                for link in &slot.inline {
+                    if link[1] != 0 {
+                        out.push(*link);
+                    }
+                }
+                if slot.overflow != 0 {
+                    let start = slot.overflow as usize;
+                    let len = self.arena[start] as usize;
+                    for pair in self.arena[start + 1..start + 1 + 2 * len].chunks_exact(2) {
+                        out.push([pair[0], pair[1]]);
+                    }
+                }
+                return true;
+            }
+            pos += 1;
+        }
+    }
+}
+
+fn measure(
+    layout: &dyn Layout,
+    label: &str,
+    profiles: &[Profile],
+    memberships: usize,
+    max_links: usize,
+) {
+    let lookups = 2_000_000;
+    let mut state = 0xabcdefu64;
+    let mut keys: Vec<[u64; 2]> = Vec::with_capacity(lookups);
+    while keys.len() < lookups {
+        state = splitmix(state);
+        let profile = &profiles[(state % profiles.len() as u64) as usize];
+        if profile.links.len() <= max_links {
+            keys.push(profile.key);
+        }
+    }
+    let mut out = Vec::with_capacity(64);
+    let mut samples = Vec::with_capacity(lookups);
+    let mut found = 0usize;
+    for key in &keys {
+        out.clear();
+        let start = Instant::now();
+        found += layout.lookup(*key, &mut out) as usize;
+        samples.push(start.elapsed().as_nanos() as u32);
+    }
+    assert_eq!(found, lookups);
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    let bytes = layout.bytes() as f64;
+    println!(
+        "{:52} hit p50 {:4} ns  p99 {:5} ns  |  {:.1} B/profile = {:.1} B overhead + 8 B/membership",
+        format!("{}{label}", layout.name()),
+        at(0.5),
+        at(0.99),
+        bytes / profiles.len() as f64,
+        (bytes - 8.0 * memberships as f64) / profiles.len() as f64
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let count: usize = args
+        .next()
+        .map_or(10_000_000, |a| a.parse().expect("profiles"));
+    let load: usize = args.next().map_or(85, |a| a.parse().expect("load %"));
+    let profiles = profiles(count);
+    let memberships: usize = profiles.iter().map(|p| p.links.len()).sum();
+    println!(
+        "{count} profiles, {:.2} links each, tables at {load} % load",
+        memberships as f64 / count as f64
+    );
+    let table24 = Table24::build(&profiles, load);
+    measure(&table24, "", &profiles, memberships, usize::MAX);
+    for ahead in [1, 3] {
+        let table = Table64::build(&profiles, load, ahead);
+        let label = format!(", +{ahead} lines prefetched");
+        measure(&table, &label, &profiles, memberships, usize::MAX);
+    }
+    // What a one-miss hit costs: only profiles whose links all fit inline.
+    println!("hits on profiles with at most {INLINE} links only:");
+    measure(&table24, "", &profiles, memberships, INLINE);
+    let table64 = Table64::build(&profiles, load, 1);
+    measure(&table64, ", all inline", &profiles, memberships, INLINE);
+}
