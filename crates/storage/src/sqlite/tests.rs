@@ -215,6 +215,11 @@ async fn corrupt_rows_are_backend_errors() {
         .create_provider("Acme", Timestamp::from_millis(1))
         .await
         .unwrap();
+    // Corrupt the file behind the catalog's back (its members row still points at the old id).
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&catalog.pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE providers SET id = 'not-a-uuid'")
         .execute(&catalog.pool)
         .await
