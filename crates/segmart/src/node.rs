@@ -185,6 +185,7 @@ pub async fn open_node(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         ingest: segmart_server::ingest::IngestHub::new(config.ingest.settings(&config.data_dir)),
         ledger: Arc::new(ledger),
         billing,
+        sizes: Default::default(),
     });
     Ok(Node { state, catalog })
 }

@@ -75,6 +75,8 @@ pub struct AppState {
     pub ledger: Arc<dyn Ledger>,
     /// What metering needs to price impressions, cached from the catalog.
     pub billing: Arc<crate::billing::BillingIndex>,
+    /// Segment sizes shown to buyers, cached.
+    pub sizes: crate::billing::sharing::SizeCache,
 }
 
 pub type SharedState = Arc<AppState>;

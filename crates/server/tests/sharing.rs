@@ -306,6 +306,25 @@ async fn share_send_activate_campaign_revoke_and_the_mail_arrives() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // 1 234 users in golf, 3 in tennis.
+    let batch: Vec<Value> = (0..1234)
+        .map(|i| {
+            let segments = if i < 3 {
+                json!(["golf", "tennis"])
+            } else {
+                json!(["golf"])
+            };
+            json!({"profileId": format!("user-{i}"), "segmentIdsToAdd": segments})
+        })
+        .collect();
+    let (status, body) = server
+        .post(
+            &acme.tenant.profiles_path(),
+            &acme.tenant.token,
+            json!(batch),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // External segments: names, prices, access; no user ids, no memberships.
     let (_, external) = server.get("/buyer/segments", &ann.session).await;
     let list = external["segments"].as_array().unwrap();
@@ -313,7 +332,12 @@ async fn share_send_activate_campaign_revoke_and_the_mail_arrives() {
     assert_eq!(list[0]["name"], "golf people");
     assert_eq!(list[0]["access"], "shared");
     assert_eq!(list[0]["shareCpm"]["cpm"], 0.5);
-    assert!(list[0]["size"].is_null(), "small audiences show no size");
+    assert_eq!(
+        list[0]["size"], 1200,
+        "rounded down to two significant digits"
+    );
+    assert!(list[1]["size"].is_null(), "small audiences show no size");
+    assert!(!external.to_string().contains("user-"), "no user ids");
     let (_, nothing) = server.get("/buyer/segments", &eve.session).await;
     assert_eq!(nothing["segments"], json!([]));
 

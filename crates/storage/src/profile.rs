@@ -114,6 +114,13 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     fn stats(&self) -> ProfileStoreStats;
 
+    /// How many live profiles hold each segment as of `now` (segment number → profiles).
+    /// A full pass over the store: callers cache the answer.
+    async fn segment_sizes(
+        &self,
+        now: Timestamp,
+    ) -> Result<std::collections::HashMap<u32, u64>, ProfileStoreError>;
+
     /// Stops accepting writes, makes everything acknowledged durable, and releases resources.
     async fn shutdown(&self) -> Result<(), ProfileStoreError>;
 }

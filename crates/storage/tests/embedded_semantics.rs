@@ -496,3 +496,35 @@ fn readers_see_stable_profiles_while_the_table_grows_and_compacts() {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn segment_sizes_count_live_profiles_per_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = open(dir.path(), &clock);
+    // 40 000 profiles (more than one scan window per shard): all in 1, even ones in 2, and
+    // every tenth in 3 with a link that expires after an hour.
+    let mutations: Vec<_> = (0..40_000u128)
+        .map(|n| {
+            let mut links = vec![(1, ts(DAY))];
+            if n % 2 == 0 {
+                links.push((2, ts(DAY)));
+            }
+            if n % 10 == 0 {
+                links.push((3, ts(3600)));
+            }
+            add(key(n), &links)
+        })
+        .collect();
+    store.write(batch(T0, mutations)).await.unwrap();
+    let sizes = store.segment_sizes(T0).await.unwrap();
+    assert_eq!(sizes.get(&1), Some(&40_000));
+    assert_eq!(sizes.get(&2), Some(&20_000));
+    assert_eq!(sizes.get(&3), Some(&4_000));
+    // Expired links and profiles are not counted, whether clean-up ran or not.
+    let later = store.segment_sizes(ts(3600)).await.unwrap();
+    assert_eq!(later.get(&3), None);
+    assert_eq!(later.get(&1), Some(&40_000));
+    let gone = store.segment_sizes(ts(DAY)).await.unwrap();
+    assert!(gone.is_empty(), "{gone:?}");
+}

@@ -476,6 +476,37 @@ pub async fn confirm_activation(
     }
 }
 
+/// Segment sizes, recomputed by a pass over the profile store at most once per
+/// [`SizeCache::MAX_AGE_SECS`].
+#[derive(Default)]
+pub struct SizeCache {
+    cached: tokio::sync::Mutex<Option<(segmart_domain::Timestamp, Sizes)>>,
+}
+
+/// Segment number → live profiles holding it.
+pub type Sizes = std::sync::Arc<std::collections::HashMap<u32, u64>>;
+
+impl SizeCache {
+    pub const MAX_AGE_SECS: i64 = 300;
+
+    pub async fn get(
+        &self,
+        state: &SharedState,
+        now: segmart_domain::Timestamp,
+    ) -> ApiResult<Sizes> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, sizes)) = cached.as_ref()
+            && now.millis() - at.millis() < Self::MAX_AGE_SECS * 1000
+            && now >= *at
+        {
+            return Ok(sizes.clone());
+        }
+        let sizes = std::sync::Arc::new(state.profiles.segment_sizes(now).await?);
+        *cached = Some((now, sizes.clone()));
+        Ok(sizes)
+    }
+}
+
 /// Sizes are shown rounded down to two significant digits and floored at 1 000: a buyer
 /// cannot probe whether a handful of users is in a segment.
 pub fn rounded_size(n: u64) -> Option<u64> {
@@ -501,7 +532,7 @@ pub async fn external_segments(
     let view = state.billing.snapshot();
     let now = state.clock.now();
     let members = state.catalog.list_members().await?;
-    let sizes: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    let sizes = state.sizes.get(&state, now).await?;
     let mut out = Vec::new();
     for (num, access) in view.usable_by(buyer_id) {
         let Some(Some((folder, key))) = state

@@ -138,6 +138,7 @@ impl TestServer {
         let state = Arc::new(AppState {
             ledger: Arc::new(ledger),
             billing,
+            sizes: Default::default(),
             keyer: store.keyer().clone(),
             profiles: Arc::new(store),
             directory: Directory::load(catalog.as_ref()).await.unwrap(),

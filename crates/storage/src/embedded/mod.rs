@@ -687,6 +687,36 @@ fn cleanup_loop(
     }
 }
 
+/// Counts live profiles per segment, a shard at a time and in windows of entries, so the read
+/// locks are held briefly and writers keep going in between.
+fn count_segments(shared: &Shared, now: Timestamp) -> std::collections::HashMap<u32, u64> {
+    const WINDOW: usize = 16_384;
+    let mut counts = std::collections::HashMap::new();
+    for shard in shared.shards.iter() {
+        let mut after = None;
+        loop {
+            let table = shard.0.read();
+            let last = table.scan_after(
+                after,
+                WINDOW,
+                now.secs(),
+                shared.config.profile_expiry_secs,
+                |_, _, links| {
+                    for [segment, _] in links {
+                        *counts.entry(segment).or_insert(0u64) += 1;
+                    }
+                },
+            );
+            drop(table);
+            match last {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+        }
+    }
+    counts
+}
+
 fn run_cleanup(shared: &Shared, sender: &SyncSender<Request>, clock: &dyn Clock) -> CleanupReport {
     let now = clock.now();
     // Raise the store's clock first, so no batch applied after this pass is older than it.
@@ -745,6 +775,16 @@ impl ProfileStore for EmbeddedProfileStore {
                     })
             })
             .collect())
+    }
+
+    async fn segment_sizes(
+        &self,
+        now: Timestamp,
+    ) -> Result<std::collections::HashMap<u32, u64>, ProfileStoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || count_segments(&shared, now))
+            .await
+            .map_err(|e| ProfileStoreError::Backend(format!("segment count task failed: {e}")))
     }
 
     fn stats(&self) -> ProfileStoreStats {
