@@ -20,4 +20,4 @@ pub use ids::{
     ClientId, FolderId, IdType, ProfileId, ProviderId, SegmentKey, SegmentNum, canonical_mobile_id,
     canonical_profile_id,
 };
-pub use permission::{Permission, PermissionSet};
+pub use permission::{BuyerPermission, BuyerPermissions, Permission, PermissionSet};

@@ -118,3 +118,113 @@ mod tests {
         assert!(!PermissionSet::ALL.is_subset_of(set));
     }
 }
+
+/// What a buyer's OAuth client may do. Separate from provider [`Permission`]s: a buyer token
+/// never reaches a provider API, and a provider token never reaches a buyer API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuyerPermission {
+    /// Read the external segments the buyer may use.
+    SegmentsRead,
+    /// Create, stop and restart campaigns (and read them).
+    Campaigns,
+    /// Activate access keys.
+    Activate,
+    /// Read the buyer's own usage and spend.
+    UsageRead,
+}
+
+impl BuyerPermission {
+    pub const ALL: [BuyerPermission; 4] = [
+        BuyerPermission::SegmentsRead,
+        BuyerPermission::Campaigns,
+        BuyerPermission::Activate,
+        BuyerPermission::UsageRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuyerPermission::SegmentsRead => "buyer_segments_read",
+            BuyerPermission::Campaigns => "buyer_campaigns",
+            BuyerPermission::Activate => "buyer_activate",
+            BuyerPermission::UsageRead => "buyer_usage_read",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            BuyerPermission::SegmentsRead => 1,
+            BuyerPermission::Campaigns => 2,
+            BuyerPermission::Activate => 4,
+            BuyerPermission::UsageRead => 8,
+        }
+    }
+}
+
+/// A set of [`BuyerPermission`]s, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BuyerPermissions(u8);
+
+impl BuyerPermissions {
+    pub const ALL: BuyerPermissions = BuyerPermissions(15);
+
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u8) -> Option<Self> {
+        (bits != 0 && bits <= 15).then_some(BuyerPermissions(bits))
+    }
+
+    pub fn contains(self, p: BuyerPermission) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    pub fn is_subset_of(self, other: BuyerPermissions) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// Parses `buyer_segments_read,buyer_campaigns,…` (at least one, no unknown names).
+    pub fn parse_list(list: &str) -> Result<Self, String> {
+        let mut bits = 0;
+        for name in list.split(',').map(str::trim) {
+            let p = BuyerPermission::ALL
+                .into_iter()
+                .find(|p| p.as_str() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown buyer permission {name:?}; known: {}",
+                        BuyerPermissions::ALL
+                    )
+                })?;
+            bits |= p.bit();
+        }
+        BuyerPermissions::from_bits(bits).ok_or_else(|| "no permission named".to_string())
+    }
+}
+
+impl std::fmt::Display for BuyerPermissions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = BuyerPermission::ALL
+            .into_iter()
+            .filter(|p| self.contains(*p))
+            .map(BuyerPermission::as_str)
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+#[cfg(test)]
+mod buyer_tests {
+    use super::*;
+
+    #[test]
+    fn buyer_permissions_parse_and_print() {
+        let p = BuyerPermissions::parse_list("buyer_campaigns, buyer_activate").unwrap();
+        assert!(p.contains(BuyerPermission::Campaigns));
+        assert!(!p.contains(BuyerPermission::SegmentsRead));
+        assert_eq!(p.to_string(), "buyer_campaigns,buyer_activate");
+        assert!(p.is_subset_of(BuyerPermissions::ALL));
+        assert!(BuyerPermissions::parse_list("dmp_profile").is_err());
+        assert!(BuyerPermissions::parse_list("").is_err());
+    }
+}

@@ -31,6 +31,9 @@ pub enum BillingCommand {
     /// Buyer accounts.
     #[command(subcommand)]
     Buyer(BuyerCommand),
+    /// OAuth clients of buyers (`scope=buyer:<permissions>`).
+    #[command(subcommand)]
+    BuyerClient(BuyerClientCommand),
     /// Sign-in users (POST /auth) of providers and buyers.
     #[command(subcommand)]
     User(UserCommand),
@@ -125,6 +128,28 @@ pub enum BuyerCommand {
         kind: String,
     },
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuyerClientCommand {
+    /// Create a buyer client; its secret is printed once and stored only as an argon2 hash.
+    Create {
+        #[arg(long)]
+        buyer: i64,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated buyer permissions (default: all four).
+        #[arg(
+            long,
+            default_value = "buyer_segments_read,buyer_campaigns,buyer_activate,buyer_usage_read"
+        )]
+        permissions: String,
+    },
+    List,
+    /// Revoke a buyer client; its tokens stop working.
+    Revoke {
+        client: segmart_domain::ClientId,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -379,6 +404,35 @@ pub async fn run(
         }
         BillingCommand::User(UserCommand::List) => {
             Value::Array(catalog.list_users().await?.iter().map(user_json).collect())
+        }
+        BillingCommand::BuyerClient(BuyerClientCommand::Create {
+            buyer,
+            name,
+            permissions,
+        }) => {
+            let permissions = segmart_domain::BuyerPermissions::parse_list(&permissions)
+                .map_err(|e| anyhow::anyhow!("--permissions: {e}"))?;
+            let issued =
+                ops::create_buyer_client(catalog, clock, buyer, &name, permissions).await?;
+            eprintln!("the client secret is shown once and stored only as a hash; keep it");
+            json!({"client_id": issued.client.id.to_string(), "client_secret": issued.secret,
+                   "buyer_id": buyer, "permissions": issued.client.permissions.to_string(),
+                   "scope": format!("buyer:{}", issued.client.permissions)})
+        }
+        BillingCommand::BuyerClient(BuyerClientCommand::List) => Value::Array(
+            catalog
+                .list_buyer_clients()
+                .await?
+                .iter()
+                .map(|c| {
+                    json!({"client_id": c.id.to_string(), "buyer_id": c.buyer_id, "name": c.name,
+                           "permissions": c.permissions.to_string(), "revoked": c.revoked})
+                })
+                .collect(),
+        ),
+        BillingCommand::BuyerClient(BuyerClientCommand::Revoke { client }) => {
+            let c = catalog.revoke_buyer_client(client).await?;
+            json!({"client_id": c.id.to_string(), "revoked": c.revoked})
         }
         BillingCommand::Bidder(BidderCommand::Create { name }) => {
             let issued = ops::create_bidder(catalog, clock, &name).await?;

@@ -163,6 +163,9 @@ async fn issue(state: SharedState, request: Request) -> ApiResult<TokenResponse>
             state.settings.target_entity
         ))
     })?;
+    if let Some(perms) = scope.trim().strip_prefix("buyer:") {
+        return issue_buyer(&state, &client_id, client_secret, perms).await;
+    }
     let requested = parse_scope(&scope, state.settings.target_entity)?;
 
     let client = client_id
@@ -214,6 +217,55 @@ async fn issue(state: SharedState, request: Request) -> ApiResult<TokenResponse>
             "target-entity:{}:{}",
             state.settings.target_entity, requested
         ),
+    })
+}
+
+/// The grant for a buyer's client: `scope=buyer:<buyer permission>,…`.
+async fn issue_buyer(
+    state: &SharedState,
+    client_id: &str,
+    client_secret: String,
+    perms: &str,
+) -> ApiResult<TokenResponse> {
+    let requested = segmart_domain::BuyerPermissions::parse_list(perms).map_err(invalid_scope)?;
+    let client = match client_id.parse::<ClientId>() {
+        Ok(id) => state.catalog.get_buyer_client(id).await?,
+        Err(_) => None,
+    };
+    let stored_hash = client
+        .as_ref()
+        .map(|c| c.secret_hash.clone())
+        .unwrap_or_else(|| DUMMY_HASH.clone());
+    let verified =
+        tokio::task::spawn_blocking(move || secrets::verify_secret(&client_secret, &stored_hash))
+            .await
+            .map_err(ApiError::internal)?;
+    let client = match client {
+        Some(client) if verified && !client.revoked => client,
+        _ => {
+            state.metrics.add("segmart_tokens_refused_total", "", 1);
+            return Err(invalid_client());
+        }
+    };
+    if !requested.is_subset_of(client.permissions) {
+        return Err(invalid_scope(format!(
+            "this client may not request {requested}; it holds {}",
+            client.permissions
+        )));
+    }
+    let expires_at = state.clock.now().plus_secs(state.settings.token_ttl_secs);
+    let access_token = state.tokens.issue_buyer(&crate::token::BuyerClaims {
+        client: client.id,
+        buyer_id: client.buyer_id,
+        permissions: requested,
+        expires_at,
+    });
+    state.metrics.add("segmart_tokens_issued_total", "", 1);
+    Ok(TokenResponse {
+        access_token,
+        token_type: "bearer",
+        expires_in: state.settings.token_ttl_secs,
+        scope: format!("buyer:{requested}"),
     })
 }
 

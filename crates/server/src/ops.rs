@@ -207,3 +207,30 @@ pub async fn set_password(
 pub fn new_password() -> String {
     secrets::new_client_secret()[..20].to_owned()
 }
+
+/// A buyer client together with its secret, which exists in clear only in this answer.
+#[derive(Debug, Clone)]
+pub struct IssuedBuyerClient {
+    pub client: segmart_storage::sharing_catalog::BuyerClient,
+    pub secret: String,
+}
+
+/// Creates an OAuth client of a buyer (`scope=buyer:<permissions>` at the token endpoint).
+pub async fn create_buyer_client(
+    catalog: &dyn Catalog,
+    clock: &dyn Clock,
+    buyer_id: i64,
+    name: &str,
+    permissions: segmart_domain::BuyerPermissions,
+) -> CatalogResult<IssuedBuyerClient> {
+    check_name("name", name)?;
+    if catalog.get_buyer(buyer_id).await?.is_none() {
+        return Err(CatalogError::NotFound(format!("buyer {buyer_id}")));
+    }
+    let secret = secrets::new_client_secret();
+    let hash = hash_off_runtime(secret.clone()).await?;
+    let client = catalog
+        .create_buyer_client(buyer_id, name.trim(), permissions, &hash, clock.now())
+        .await?;
+    Ok(IssuedBuyerClient { client, secret })
+}

@@ -150,6 +150,67 @@ impl TokenSigner {
     }
 }
 
+/// Version byte of buyer client tokens.
+const BUYER_VERSION: u8 = 3;
+const BUYER_PAYLOAD_LEN: usize = 1 + 16 + 8 + 1 + 8 + 8;
+
+/// What a valid buyer token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuyerClaims {
+    pub client: ClientId,
+    pub buyer_id: i64,
+    pub permissions: segmart_domain::BuyerPermissions,
+    pub expires_at: Timestamp,
+}
+
+impl TokenSigner {
+    /// A buyer token: `base64url(3 | client | buyer | permissions | expiry | nonce | HMAC)`.
+    pub fn issue_buyer(&self, claims: &BuyerClaims) -> String {
+        let mut bytes = Vec::with_capacity(BUYER_PAYLOAD_LEN + MAC_LEN);
+        bytes.push(BUYER_VERSION);
+        bytes.extend_from_slice(claims.client.0.as_bytes());
+        bytes.extend_from_slice(&claims.buyer_id.to_le_bytes());
+        bytes.push(claims.permissions.bits());
+        bytes.extend_from_slice(&claims.expires_at.secs().to_le_bytes());
+        bytes.extend_from_slice(&crate::secrets::random_bytes::<8>());
+        let mut mac = self.mac();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn verify_buyer(&self, token: &str, now: Timestamp) -> Result<BuyerClaims, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| TokenError::Malformed)?;
+        if bytes.len() != BUYER_PAYLOAD_LEN + MAC_LEN || bytes[0] != BUYER_VERSION {
+            return Err(TokenError::Malformed);
+        }
+        let (payload, tag) = bytes.split_at(BUYER_PAYLOAD_LEN);
+        let mut mac = self.mac();
+        mac.update(payload);
+        mac.verify_slice(tag)
+            .map_err(|_| TokenError::BadSignature)?;
+        let client =
+            ClientId(Uuid::from_slice(&payload[1..17]).map_err(|_| TokenError::Malformed)?);
+        let buyer_id = i64::from_le_bytes(payload[17..25].try_into().expect("8 bytes"));
+        let permissions = segmart_domain::BuyerPermissions::from_bits(payload[25])
+            .ok_or(TokenError::Malformed)?;
+        let expires_at = Timestamp::from_secs(i64::from_le_bytes(
+            payload[26..34].try_into().expect("8 bytes"),
+        ));
+        if now >= expires_at {
+            return Err(TokenError::Expired);
+        }
+        Ok(BuyerClaims {
+            client,
+            buyer_id,
+            permissions,
+            expires_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -631,3 +631,154 @@ async fn every_cross_tenant_read_and_write_is_refused() {
     let (status, _) = server.get("/admin/outbox", &acme.session).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+async fn buyer_token(
+    server: &TestServer,
+    id: &str,
+    secret: &str,
+    scope: &str,
+) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .post(server.url("/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn buyer_clients_get_tokens_with_buyer_permissions_only() {
+    let server = TestServer::start().await;
+    let acme = owner(&server, "acme", &["golf"]).await;
+    let ann = buyer(&server, "ann", BuyerKind::Advertiser).await;
+    let catalog = server.state.catalog.as_ref();
+    let clock = server.state.clock.as_ref();
+    let reader = ops::create_buyer_client(
+        catalog,
+        clock,
+        ann.id,
+        "reporting",
+        segmart_domain::BuyerPermissions::parse_list("buyer_segments_read").unwrap(),
+    )
+    .await
+    .unwrap();
+    let full = ops::create_buyer_client(
+        catalog,
+        clock,
+        ann.id,
+        "trading desk",
+        segmart_domain::BuyerPermissions::ALL,
+    )
+    .await
+    .unwrap();
+    let (_, share) = server
+        .post(
+            "/shares",
+            &acme.session,
+            json!({"segments": [acme.segments[0]]}),
+        )
+        .await;
+
+    // A buyer client asks for buyer permissions; it gets no more than it holds.
+    let reader_id = reader.client.id.to_string();
+    let (status, body) =
+        buyer_token(&server, &reader_id, &reader.secret, "buyer:buyer_campaigns").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_scope");
+    let (status, body) = buyer_token(
+        &server,
+        &reader_id,
+        &reader.secret,
+        &format!("target-entity:{}:dmp_profile", server.target_entity()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "not a provider client: {body}"
+    );
+    let (status, body) =
+        buyer_token(&server, &reader_id, "wrong", "buyer:buyer_segments_read").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = buyer_token(
+        &server,
+        &reader_id,
+        &reader.secret,
+        "buyer:buyer_segments_read",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["expires_in"], 3599);
+    let read_token = body["access_token"].as_str().unwrap().to_owned();
+    // A provider client cannot get buyer permissions either.
+    let (status, _) = buyer_token(
+        &server,
+        &acme.tenant.client_id,
+        &acme.tenant.client_secret,
+        "buyer:buyer_segments_read",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _) = server.get("/buyer/segments", &read_token).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = server
+        .post(
+            "/buyer/activations",
+            &read_token,
+            json!({"key": share["key"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "missing_permission");
+    // The full client activates and builds a campaign, like a signed-in user.
+    let (_, body) = buyer_token(
+        &server,
+        &full.client.id.to_string(),
+        &full.secret,
+        "buyer:buyer_activate,buyer_campaigns,buyer_segments_read",
+    )
+    .await;
+    let full_token = body["access_token"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .post(
+            "/buyer/activations",
+            &full_token,
+            json!({"key": share["key"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .post(
+            "/buyer/campaigns",
+            &full_token,
+            json!({"name": "API campaign", "audience": {"include": [acme.segments[0]]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, listed) = server.get("/buyer/campaigns", &ann.session).await;
+    assert_eq!(listed["campaigns"][0]["name"], "API campaign");
+    // Buyer tokens never reach provider APIs; provider tokens never reach buyer APIs.
+    let (status, _) = server.get(&acme.tenant.segments_path(), &full_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = server.get("/buyer/segments", &acme.tenant.token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = server.get("/shares", &full_token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Revoking the client ends its tokens at once; tokens expire.
+    catalog.revoke_buyer_client(full.client.id).await.unwrap();
+    let (status, _) = server.get("/buyer/segments", &full_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server.clock.advance_secs(3599);
+    let (status, body) = server.get("/buyer/segments", &read_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "expired_token");
+}

@@ -105,6 +105,19 @@ pub struct AccessData {
     pub public: Vec<u32>,
 }
 
+/// An OAuth client of a buyer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuyerClient {
+    pub id: segmart_domain::ClientId,
+    pub buyer_id: i64,
+    pub name: String,
+    pub permissions: segmart_domain::BuyerPermissions,
+    /// argon2id PHC string.
+    pub secret_hash: String,
+    pub revoked: bool,
+    pub created_at: Timestamp,
+}
+
 /// Builds the notification for one buyer affected by a revocation.
 pub type RevocationMail = dyn Fn(&AffectedBuyer) -> Vec<Mail> + Send + Sync;
 
@@ -162,6 +175,22 @@ pub trait SharingCatalog: Send + Sync + 'static {
         reason: Option<&str>,
         now: Timestamp,
     ) -> CatalogResult<Campaign>;
+
+    async fn create_buyer_client(
+        &self,
+        buyer_id: i64,
+        name: &str,
+        permissions: segmart_domain::BuyerPermissions,
+        secret_hash: &str,
+        now: Timestamp,
+    ) -> CatalogResult<BuyerClient>;
+    async fn get_buyer_client(
+        &self,
+        id: segmart_domain::ClientId,
+    ) -> CatalogResult<Option<BuyerClient>>;
+    async fn list_buyer_clients(&self) -> CatalogResult<Vec<BuyerClient>>;
+    async fn revoke_buyer_client(&self, id: segmart_domain::ClientId)
+    -> CatalogResult<BuyerClient>;
 
     async fn enqueue_mail(&self, mails: &[Mail], now: Timestamp) -> CatalogResult<()>;
     /// Unsent mail due at `now`, oldest first.

@@ -16,8 +16,9 @@ use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use segmart_domain::ErrorCode;
+use segmart_domain::{BuyerPermission, BuyerPermissions, ErrorCode};
 use segmart_storage::billing_catalog::{Member, User, UserRole};
+
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -97,13 +98,39 @@ pub async fn auth(
 pub enum Caller {
     /// A data provider's user.
     Provider { user: User, member: Member },
-    /// A buyer's user.
-    Buyer { user: User, buyer_id: i64 },
+    /// A buyer: its signed-in user (every buyer permission) or one of its OAuth clients.
+    Buyer {
+        buyer_id: i64,
+        permissions: BuyerPermissions,
+    },
     /// The operator token.
     Operator,
 }
 
 impl Caller {
+    /// The buyer of a buyer caller holding `permission`; any other caller is refused.
+    pub fn buyer(&self, permission: BuyerPermission) -> Result<i64, ApiError> {
+        match self {
+            Caller::Buyer {
+                buyer_id,
+                permissions,
+            } => {
+                if permissions.contains(permission) {
+                    Ok(*buyer_id)
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::MissingPermission,
+                        format!("this token lacks the {} permission", permission.as_str()),
+                    ))
+                }
+            }
+            _ => Err(ApiError::new(
+                ErrorCode::WrongRole,
+                "this API is for buyers: sign in with a buyer's user or use a buyer client's token",
+            )),
+        }
+    }
+
     /// The member of a provider caller; any other caller is refused.
     pub fn member(&self) -> Result<&Member, ApiError> {
         match self {
@@ -151,9 +178,34 @@ impl FromRequestParts<SharedState> for Caller {
         if secrets::constant_time_eq(hash.as_bytes(), state.operator_token_sha256.as_bytes()) {
             return Ok(Caller::Operator);
         }
+        let now = state.clock.now();
+        match state.tokens.verify_buyer(&token, now) {
+            Ok(claims) => {
+                let client = state
+                    .catalog
+                    .get_buyer_client(claims.client)
+                    .await?
+                    .filter(|c| !c.revoked && c.buyer_id == claims.buyer_id)
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::InvalidToken, "the buyer client was revoked")
+                    })?;
+                return Ok(Caller::Buyer {
+                    buyer_id: client.buyer_id,
+                    permissions: claims.permissions,
+                });
+            }
+            Err(crate::token::TokenError::Expired) => {
+                return Err(ApiError::new(
+                    ErrorCode::ExpiredToken,
+                    "the buyer token has expired: get a new one from /oauth2/token",
+                )
+                .into());
+            }
+            Err(_) => {}
+        }
         let claims = state
             .tokens
-            .verify_session(&token, state.clock.now())
+            .verify_session(&token, now)
             .map_err(|e| match e {
                 crate::token::TokenError::Expired => ApiError::new(
                     ErrorCode::ExpiredToken,
@@ -181,7 +233,10 @@ impl FromRequestParts<SharedState> for Caller {
                     .ok_or_else(|| ApiError::internal("user of a missing member"))?;
                 Ok(Caller::Provider { user, member })
             }
-            UserRole::Buyer(buyer_id) => Ok(Caller::Buyer { user, buyer_id }),
+            UserRole::Buyer(buyer_id) => Ok(Caller::Buyer {
+                buyer_id,
+                permissions: BuyerPermissions::ALL,
+            }),
         }
     }
 }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use segmart_domain::access::Access;
 use segmart_domain::billing::CurrencyCode;
-use segmart_domain::{ErrorCode, FieldError, FolderId, SegmentNum};
+use segmart_domain::{BuyerPermission, ErrorCode, FieldError, FolderId, SegmentNum};
 use segmart_storage::billing_catalog::{BuyerKind, UserRole};
 use segmart_storage::sharing_catalog::{
     AffectedBuyer, Campaign, CampaignDraft, Mail, Share, ShareDraft,
@@ -39,16 +39,6 @@ type ApiResult<T> = Result<T, ApiError>;
 
 fn caller(c: Result<Caller, XandrError>) -> ApiResult<Caller> {
     c.map_err(|e| e.0)
-}
-
-fn buyer_of(caller: &Caller) -> ApiResult<(i64, &segmart_storage::billing_catalog::User)> {
-    match caller {
-        Caller::Buyer { buyer_id, user } => Ok((*buyer_id, user)),
-        _ => Err(ApiError::new(
-            ErrorCode::WrongRole,
-            "this API is for buyers: sign in with a buyer's user",
-        )),
-    }
 }
 
 /// The URL of this server as clients reach it: the configured public URL, else the request's
@@ -364,7 +354,7 @@ pub async fn activate_key(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     let who = caller(who)?;
-    let (buyer_id, _) = buyer_of(&who)?;
+    let buyer_id = who.buyer(BuyerPermission::Activate)?;
     let request: Activation = parse_json(&body)?;
     Ok(Json(activate(&state, buyer_id, &request.key).await?))
 }
@@ -453,8 +443,8 @@ pub async fn confirm_activation(
     axum::extract::Form(form): axum::extract::Form<Activation>,
 ) -> Response {
     let result = match caller(who) {
-        Ok(who) => match buyer_of(&who) {
-            Ok((buyer_id, _)) => activate(&state, buyer_id, &form.key).await,
+        Ok(who) => match who.buyer(BuyerPermission::Activate) {
+            Ok(buyer_id) => activate(&state, buyer_id, &form.key).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -528,7 +518,7 @@ pub async fn external_segments(
     who: Result<Caller, XandrError>,
 ) -> ApiResult<Json<Value>> {
     let who = caller(who)?;
-    let (buyer_id, _) = buyer_of(&who)?;
+    let buyer_id = who.buyer(BuyerPermission::SegmentsRead)?;
     let view = state.billing.snapshot();
     let now = state.clock.now();
     let members = state.catalog.list_members().await?;
@@ -621,7 +611,7 @@ pub async fn create_campaign(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let who = caller(who)?;
-    let (buyer_id, _) = buyer_of(&who)?;
+    let buyer_id = who.buyer(BuyerPermission::Campaigns)?;
     let request: NewCampaign = parse_json(&body)?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 255 {
@@ -689,7 +679,7 @@ pub async fn list_campaigns(
     who: Result<Caller, XandrError>,
 ) -> ApiResult<Json<Value>> {
     let who = caller(who)?;
-    let (buyer_id, _) = buyer_of(&who)?;
+    let buyer_id = who.buyer(BuyerPermission::Campaigns)?;
     let list = state.catalog.list_campaigns(buyer_id).await?;
     Ok(Json(
         json!({ "campaigns": list.iter().map(campaign_json).collect::<Vec<_>>() }),
@@ -706,7 +696,7 @@ pub async fn get_campaign(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     let who = caller(who)?;
-    let (buyer_id, _) = buyer_of(&who)?;
+    let buyer_id = who.buyer(BuyerPermission::Campaigns)?;
     let c = state
         .catalog
         .get_campaign(buyer_id, id)
@@ -725,7 +715,7 @@ pub async fn campaign_action(
     Path((id, action)): Path<(i64, String)>,
 ) -> ApiResult<Json<Value>> {
     let who = caller(who)?;
-    let (buyer_id, _) = buyer_of(&who)?;
+    let buyer_id = who.buyer(BuyerPermission::Campaigns)?;
     let c = state
         .catalog
         .get_campaign(buyer_id, id)

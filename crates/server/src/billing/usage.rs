@@ -106,6 +106,7 @@ fn scope(caller: &Caller, query: &UsageQuery) -> Result<Scope, ApiError> {
             true
         }
         Caller::Buyer { buyer_id, .. } => {
+            caller.buyer(segmart_domain::BuyerPermission::UsageRead)?;
             if query.buyer_id.is_some_and(|b| b != *buyer_id) {
                 return Err(foreign("buyer_id"));
             }
@@ -322,6 +323,7 @@ pub async fn impression(
     let charges: Vec<&Charge> = match &caller {
         Caller::Operator => record.charges.iter().collect(),
         Caller::Buyer { buyer_id, .. } if *buyer_id == record.buyer_id => {
+            caller.buyer(segmart_domain::BuyerPermission::UsageRead)?;
             record.charges.iter().collect()
         }
         Caller::Provider { member, .. } => record

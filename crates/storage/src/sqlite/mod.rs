@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sharing",
         include_str!("../../migrations/sqlite/0004_sharing.sql"),
     ),
+    (
+        5,
+        "buyer_clients",
+        include_str!("../../migrations/sqlite/0005_buyer_clients.sql"),
+    ),
 ];
 
 /// The catalog stored in SQLite. Cloning is cheap and shares the connection pool.

@@ -14,8 +14,8 @@ use super::rows::{column, timestamp_column};
 use super::{SqliteCatalog, commit_change};
 use crate::catalog::{CatalogError, CatalogResult};
 use crate::sharing_catalog::{
-    AccessData, AffectedBuyer, Campaign, CampaignDraft, Mail, OutboxEntry, RevocationMail, Share,
-    ShareDraft, SharingCatalog,
+    AccessData, AffectedBuyer, BuyerClient, Campaign, CampaignDraft, Mail, OutboxEntry,
+    RevocationMail, Share, ShareDraft, SharingCatalog,
 };
 
 const SHARE_COLUMNS: &str = "SELECT id, member_id, folder_id, cpm, currency, public, key_hash, \
@@ -161,6 +161,23 @@ async fn fetch_campaigns(
         out.push(campaign_from(row, &segs)?);
     }
     Ok(out)
+}
+
+fn buyer_client(row: &SqliteRow) -> CatalogResult<BuyerClient> {
+    let bits: i64 = column(row, "permissions")?;
+    let id: String = column(row, "id")?;
+    Ok(BuyerClient {
+        id: id.parse().map_err(|e| corrupt("buyer_clients.id", e))?,
+        buyer_id: column(row, "buyer_id")?,
+        name: column(row, "name")?,
+        permissions: u8::try_from(bits)
+            .ok()
+            .and_then(segmart_domain::BuyerPermissions::from_bits)
+            .ok_or_else(|| corrupt("buyer_clients.permissions", bits))?,
+        secret_hash: column(row, "secret_hash")?,
+        revoked: column(row, "revoked")?,
+        created_at: timestamp_column(row, "created_at")?,
+    })
 }
 
 fn outbox_entry(row: &SqliteRow) -> CatalogResult<OutboxEntry> {
@@ -596,6 +613,75 @@ impl SharingCatalog for SqliteCatalog {
             .ok_or_else(|| CatalogError::NotFound(format!("campaign {id}")))?;
         commit_change(tx).await?;
         Ok(c)
+    }
+
+    async fn create_buyer_client(
+        &self,
+        buyer_id: i64,
+        name: &str,
+        permissions: segmart_domain::BuyerPermissions,
+        secret_hash: &str,
+        now: Timestamp,
+    ) -> CatalogResult<BuyerClient> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "INSERT INTO buyer_clients (id, buyer_id, name, permissions, secret_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING *",
+        )
+        .bind(segmart_domain::ClientId::random().to_string())
+        .bind(buyer_id)
+        .bind(name)
+        .bind(i64::from(permissions.bits()))
+        .bind(secret_hash)
+        .bind(now.millis())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            super::error::catalog_error(e, "buyer client", &format!("buyer {buyer_id}"))
+        })?;
+        let client = buyer_client(&row)?;
+        commit_change(tx).await?;
+        Ok(client)
+    }
+
+    async fn get_buyer_client(
+        &self,
+        id: segmart_domain::ClientId,
+    ) -> CatalogResult<Option<BuyerClient>> {
+        sqlx::query("SELECT * FROM buyer_clients WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_error)?
+            .as_ref()
+            .map(buyer_client)
+            .transpose()
+    }
+
+    async fn list_buyer_clients(&self) -> CatalogResult<Vec<BuyerClient>> {
+        sqlx::query("SELECT * FROM buyer_clients ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_error)?
+            .iter()
+            .map(buyer_client)
+            .collect()
+    }
+
+    async fn revoke_buyer_client(
+        &self,
+        id: segmart_domain::ClientId,
+    ) -> CatalogResult<BuyerClient> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("UPDATE buyer_clients SET revoked = 1 WHERE id = ?1 RETURNING *")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_error)?
+            .ok_or_else(|| CatalogError::NotFound(format!("buyer client {id}")))?;
+        let client = buyer_client(&row)?;
+        commit_change(tx).await?;
+        Ok(client)
     }
 
     async fn enqueue_mail(&self, mails: &[Mail], now: Timestamp) -> CatalogResult<()> {
