@@ -66,6 +66,9 @@ use crate::error::ApiError;
         billing::sharing::activate_key, billing::sharing::external_segments,
         billing::sharing::create_campaign, billing::sharing::list_campaigns, billing::sharing::get_campaign,
         billing::sharing::campaign_action, billing::sharing::outbox,
+        billing::admin::create_publisher, billing::admin::create_category, billing::admin::set_rate,
+        billing::admin::set_revshare, billing::admin::create_buyer, billing::admin::list_buyers,
+        billing::admin::create_user, billing::admin::create_buyer_client, billing::admin::create_bidder,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -203,7 +206,30 @@ pub fn router(state: SharedState) -> Router {
             "/buyer/campaigns/{id}/{action}",
             post(billing::sharing::campaign_action),
         )
-        .route("/admin/outbox", get(billing::sharing::outbox));
+        .route("/admin/outbox", get(billing::sharing::outbox))
+        .route(
+            "/admin/billing/publishers",
+            post(billing::admin::create_publisher),
+        )
+        .route(
+            "/admin/billing/categories",
+            post(billing::admin::create_category),
+        )
+        .route("/admin/billing/rates", post(billing::admin::set_rate))
+        .route(
+            "/admin/billing/revshare",
+            post(billing::admin::set_revshare),
+        )
+        .route(
+            "/admin/buyers",
+            post(billing::admin::create_buyer).get(billing::admin::list_buyers),
+        )
+        .route("/admin/users", post(billing::admin::create_user))
+        .route(
+            "/admin/buyer-clients",
+            post(billing::admin::create_buyer_client),
+        )
+        .route("/admin/bidders", post(billing::admin::create_bidder));
 
     Router::new()
         .route("/oauth2/token", post(oauth::token))
@@ -240,7 +266,18 @@ async fn healthz(State(state): State<SharedState>) -> Response {
 
 async fn metrics_page(State(state): State<SharedState>) -> Response {
     let stats = state.profiles.stats();
+    let ledger = state.ledger.stats();
     let text = state.metrics.render(&[
+        (
+            "segmart_ledger_records",
+            "Metered impressions held by the ledger",
+            ledger.records as f64,
+        ),
+        (
+            "segmart_ledger_log_bytes",
+            "Bytes of the ledger's log",
+            ledger.log_bytes as f64,
+        ),
         (
             "segmart_profiles",
             "Profiles held by the profile store",

@@ -866,3 +866,109 @@ async fn the_ledger_and_its_dedup_survive_a_restart() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["charges"][0]["dataCost"], 0.002);
 }
+
+#[tokio::test]
+async fn the_operator_sets_up_billing_over_the_admin_api() {
+    let server = TestServer::start().await;
+    let t = server.tenant(IdType::Cookie).await;
+    let (_, seg) = server
+        .post(
+            &t.segments_path(),
+            &t.token,
+            json!({"segmentId": "s", "name": "S"}),
+        )
+        .await;
+    let member = server
+        .state
+        .catalog
+        .member_of_provider(t.provider.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .member_id;
+    let op = segmart_server_operator();
+    let (status, _) = server
+        .post(
+            "/admin/billing/revshare",
+            op,
+            json!({"memberId": member, "pct": 10}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, publisher) = server
+        .post(
+            "/admin/billing/publishers",
+            op,
+            json!({"memberId": member, "name": "P"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{publisher}");
+    let (status, body) = server
+        .post(
+            "/admin/billing/categories",
+            op,
+            json!({"publisherId": publisher["id"], "name": "C", "costType": "RATE", "costValue": 101}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "cost_value");
+    let (status, category) = server
+        .post(
+            "/admin/billing/categories",
+            op,
+            json!({"publisherId": publisher["id"], "name": "C", "costType": "FIX", "costValue": 3, "currency": "RUB"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{category}");
+    let (status, _) = server
+        .post(
+            "/admin/billing/rates",
+            op,
+            json!({"currency": "RUB", "rate": 0.5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, buyer) = server
+        .post("/admin/buyers", op, json!({"name": "Shop"}))
+        .await;
+    assert_eq!(buyer["kind"], "advertiser");
+    let (status, user) = server
+        .post(
+            "/admin/users",
+            op,
+            json!({"username": "prov", "memberId": member}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let (status, bidder) = server
+        .post("/admin/bidders", op, json!({"name": "rtb"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Nobody else may.
+    for path in ["/admin/buyers", "/admin/bidders", "/admin/billing/rates"] {
+        let (status, _) = server.post(path, &t.token, json!({"name": "x"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // What the operator set up prices an impression: 3 RUB CPM at 0.5 = 0.0015 USD.
+    let (_, session, _) = sign_in(&server, "prov", user["password"].as_str().unwrap()).await;
+    let session = session["response"]["token"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .post(
+            "/segment-billing-category",
+            &session,
+            json!({"segment-billing-category": {"active": true, "data_provider_id": member,
+                   "data_category_id": category["id"], "segment_id": seg["id"], "is_public": true}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let now = rfc3339(server.state.clock.now());
+    let (_, answer) = server
+        .post(
+            "/bidder/usage",
+            bidder["token"].as_str().unwrap(),
+            json!({"events": [{"impressionId": "x", "time": now, "buyerId": buyer["id"],
+                   "campaignId": 1, "mediaCost": 1, "mediaCurrency": "USD", "segments": [seg["id"]]}]}),
+        )
+        .await;
+    assert_eq!(answer["events"][0]["dataCost"], 0.0015, "{answer}");
+}

@@ -7,6 +7,7 @@
 //! credentials and the known buyers. It is reloaded after this server's own billing writes and
 //! whenever the catalog's change generation moves.
 
+pub mod admin;
 pub mod metering;
 pub mod session;
 pub mod sharing;
