@@ -516,6 +516,20 @@ async fn a_whole_source_covers_segments_added_later_and_owner_changes_reach_reci
     let (_, external) = server.get("/buyer/segments", &ann.session).await;
     assert_eq!(external["segments"][1]["name"], "Later, renamed");
     assert_eq!(external["segments"][1]["id"], later["id"]);
+    // Revoked: ann had no campaign on it, and is told all the same.
+    let (_, revoked) = server
+        .delete(&format!("/shares/{}", share["id"]), &acme.session)
+        .await;
+    assert_eq!(revoked["affected"][0]["buyerId"], ann.id);
+    assert_eq!(revoked["affected"][0]["stoppedCampaigns"], json!([]));
+    let (_, outbox) = server.get("/admin/outbox", OPERATOR_TOKEN).await;
+    assert_eq!(outbox["mail"][0]["to"], "ann@example.test");
+    assert!(
+        outbox["mail"][0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("None of your campaigns")
+    );
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ pub struct OutboxEntry {
     pub sent_at: Option<Timestamp>,
 }
 
-/// A buyer whose campaigns a revocation stopped.
+/// A buyer who loses access by a revocation, and the campaigns of its that were stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AffectedBuyer {
     pub buyer_id: i64,
@@ -146,7 +146,7 @@ pub trait SharingCatalog: Send + Sync + 'static {
     ) -> CatalogResult<bool>;
     /// Revokes a share of `member_id` and, in the same transaction, stops every campaign of a
     /// buyer who activated it that uses a segment the buyer can no longer use, and queues the
-    /// mails `notify` builds for each affected buyer.
+    /// mails `notify` builds for each buyer who had activated it.
     async fn revoke_share(
         &self,
         member_id: i64,

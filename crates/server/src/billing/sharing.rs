@@ -253,20 +253,27 @@ pub async fn list_shares(
 }
 
 fn revocation_mail(a: &AffectedBuyer, share_id: i64) -> Vec<Mail> {
-    let names: Vec<String> = a
-        .stopped
-        .iter()
-        .map(|(id, name)| format!("  - campaign {id}: {name}"))
-        .collect();
+    let stopped = if a.stopped.is_empty() {
+        "None of your campaigns used it.".to_string()
+    } else {
+        let names: Vec<String> = a
+            .stopped
+            .iter()
+            .map(|(id, name)| format!("  - campaign {id}: {name}"))
+            .collect();
+        format!(
+            "These campaigns were stopped and use no more of that data:\n{}",
+            names.join("\n")
+        )
+    };
     a.emails
         .iter()
         .map(|to| Mail {
             to: to.clone(),
-            subject: "Access to shared audience data was revoked; campaigns stopped".into(),
+            subject: "Access to shared audience data was revoked".into(),
             body: format!(
                 "The owner of audience data you used revoked your access (share {share_id}).\n\
-                 These campaigns were stopped and use no more of that data:\n{}\n",
-                names.join("\n")
+                 {stopped}\n"
             ),
         })
         .collect()

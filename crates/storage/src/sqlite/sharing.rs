@@ -453,6 +453,24 @@ impl SharingCatalog for SqliteCatalog {
                 }),
             }
         }
+        // Every activator loses access, with or without a campaign to stop: each is told.
+        let activators: Vec<i64> = sqlx::query_scalar(
+            "SELECT buyer_id FROM activations WHERE share_id = ?1 ORDER BY buyer_id",
+        )
+        .bind(share_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend_error)?;
+        for buyer in activators {
+            if !affected.iter().any(|a| a.buyer_id == buyer) {
+                affected.push(AffectedBuyer {
+                    buyer_id: buyer,
+                    emails: Vec::new(),
+                    stopped: Vec::new(),
+                });
+            }
+        }
+        affected.sort_by_key(|a| a.buyer_id);
         for a in &mut affected {
             a.emails = sqlx::query_scalar(
                 "SELECT email FROM users WHERE buyer_id = ?1 AND email IS NOT NULL ORDER BY id",
