@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use segmart_domain::profile::{ResolvedUpdate, SegmentRef};
+use segmart_domain::profile::ResolvedUpdate;
 use segmart_domain::{IdType, SegmentNum, Timestamp};
 use segmart_ingest::reader::DEFAULT_MAX_LINE_BYTES;
 use segmart_ingest::{
@@ -28,53 +28,9 @@ use segmart_storage::profile::{
     ProfileKeyer, ProfileMutation, ProfileStore, ProfileStoreError, WriteBatch,
 };
 
+use super::segment_map::SegmentMap;
 use super::{IngestProgress, UserMatcher};
 use crate::directory::Directory;
-
-/// A file's view of a folder's segments, built for the hot loop: ids of at most 16 bytes (the
-/// usual numeric or short ids) are packed into a `u128`, so a lookup hashes and compares one
-/// integer; longer ids use a string map. Both use a fast hasher seeded at random per process.
-#[derive(Default, Clone)]
-struct SegmentMap {
-    short: HashMap<u128, SegmentRef, foldhash::fast::RandomState>,
-    long: HashMap<Box<str>, SegmentRef, foldhash::fast::RandomState>,
-}
-
-impl SegmentMap {
-    fn with_capacity(capacity: usize) -> Self {
-        SegmentMap {
-            short: HashMap::with_capacity_and_hasher(capacity, Default::default()),
-            long: HashMap::default(),
-        }
-    }
-
-    /// Segment ids hold no control characters, so zero padding cannot make two ids equal.
-    #[inline]
-    fn pack(id: &str) -> Option<u128> {
-        let bytes = id.as_bytes();
-        if bytes.len() > 16 {
-            return None;
-        }
-        let mut packed = [0u8; 16];
-        packed[..bytes.len()].copy_from_slice(bytes);
-        Some(u128::from_le_bytes(packed))
-    }
-
-    fn insert(&mut self, id: &str, segment: SegmentRef) {
-        match Self::pack(id) {
-            Some(packed) => self.short.insert(packed, segment),
-            None => self.long.insert(id.into(), segment),
-        };
-    }
-
-    #[inline]
-    fn get(&self, id: &str) -> Option<&SegmentRef> {
-        match Self::pack(id) {
-            Some(packed) => self.short.get(&packed),
-            None => self.long.get(id),
-        }
-    }
-}
 
 /// Why a line the parser accepted was still not applied. Names are stable, like
 /// [`RejectReason`]'s.
@@ -711,6 +667,9 @@ fn write_reject(
     writeln!(out, "{line_number}\t{reason}\t{}\t{line}", clean(message))
 }
 
+/// Segment ids of a line whose lookups [`resolve_line`] starts ahead.
+const PREFETCH_IDS: usize = 32;
+
 /// Resolves one parsed line into a store mutation, with the profile API's meaning of add and
 /// remove (`ProfileUpdate::resolve`): a line naming an unknown segment, joining a non-selectable
 /// one, or adding and removing the same segment is refused whole; `offending` gets the ids.
@@ -736,6 +695,11 @@ pub fn resolve_line<'l>(
     let segments = &target.segments;
     let add_list = line.add();
     let remove_list = line.remove();
+    // The ids' slots are mostly not in the CPU caches: ask for all of them before the first
+    // lookup waits for one.
+    for id in add_list.iter().chain(remove_list.iter()).take(PREFETCH_IDS) {
+        segments.prefetch(id);
+    }
     let mut add = Vec::with_capacity(add_list.len());
     let mut remove = Vec::with_capacity(remove_list.len());
     let mut not_selectable = false;
@@ -796,7 +760,7 @@ pub fn resolve_line<'l>(
 #[cfg(test)]
 mod tests {
     use segmart_domain::SegmentKey;
-    use segmart_domain::profile::ProfileUpdate;
+    use segmart_domain::profile::{ProfileUpdate, SegmentRef};
     use segmart_ingest::parse_line;
 
     use super::*;
@@ -838,15 +802,7 @@ mod tests {
         let targets = targets();
         let keyer = ProfileKeyer::new([7; 16]);
         let now = Timestamp::from_secs(1_000);
-        let lookup = |key: &SegmentKey| {
-            targets
-                .cookie
-                .as_ref()
-                .unwrap()
-                .segments
-                .get(key.as_str())
-                .copied()
-        };
+        let lookup = |key: &SegmentKey| targets.cookie.as_ref().unwrap().segments.get(key.as_str());
         for add_mask in 0u32..16 {
             for remove_mask in 0u32..16 {
                 let pick = |mask: u32| -> Vec<&str> {
