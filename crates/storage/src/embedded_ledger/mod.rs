@@ -315,6 +315,58 @@ pub(crate) struct Shared {
     /// Group commits since open, and the time spent in their `write` + `fdatasync`.
     groups: AtomicU64,
     write_micros: AtomicU64,
+    /// Microseconds spent in each [`Phase`] of the group commits since open.
+    phase_micros: [AtomicU64; PHASES],
+    /// The longest group commit (first batch taken to last caller answered) and the longest
+    /// `fdatasync`, in microseconds.
+    slowest_commit_micros: AtomicU64,
+    slowest_sync_micros: AtomicU64,
+}
+
+/// The steps of a group commit, timed separately (see [`CommitProfile`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    Take,
+    Frames,
+    Write,
+    Sync,
+    Apply,
+}
+
+const PHASES: usize = 5;
+
+impl Shared {
+    pub(crate) fn add_phase(&self, phase: Phase, time: Duration) {
+        self.phase_micros[phase as usize].fetch_add(time.as_micros() as u64, Ordering::Relaxed);
+        if let Phase::Sync = phase {
+            self.slowest_sync_micros
+                .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn add_commit(&self, time: Duration) {
+        self.slowest_commit_micros
+            .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Where the writer's time went, summed over the group commits since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitProfile {
+    pub commits: u64,
+    /// Deciding new or duplicate for each record (dedup index inserts).
+    pub take: Duration,
+    /// Building the group's frames.
+    pub frames: Duration,
+    /// The `write` of the group.
+    pub write: Duration,
+    /// Its `fdatasync`.
+    pub sync: Duration,
+    /// Applying the records to the usage map and the sparse index.
+    pub apply: Duration,
+    /// The longest group commit, from taking its first batch to answering its last caller.
+    pub slowest_commit: Duration,
+    pub slowest_sync: Duration,
 }
 
 impl Shared {
@@ -639,6 +691,9 @@ impl EmbeddedLedger {
             log_bytes: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             write_micros: AtomicU64::new(0),
+            phase_micros: Default::default(),
+            slowest_commit_micros: AtomicU64::new(0),
+            slowest_sync_micros: AtomicU64::new(0),
         });
         let (log, recovery) = recover(&shared)?;
         let recovery = LedgerRecovery {
@@ -681,6 +736,22 @@ impl EmbeddedLedger {
             self.shared.groups.load(Ordering::Relaxed),
             Duration::from_micros(self.shared.write_micros.load(Ordering::Relaxed)),
         )
+    }
+
+    /// Where the writer's time went since open.
+    pub fn commit_profile(&self) -> CommitProfile {
+        let micros = |value: &AtomicU64| Duration::from_micros(value.load(Ordering::Relaxed));
+        let phase = |phase: Phase| micros(&self.shared.phase_micros[phase as usize]);
+        CommitProfile {
+            commits: self.shared.groups.load(Ordering::Relaxed),
+            take: phase(Phase::Take),
+            frames: phase(Phase::Frames),
+            write: phase(Phase::Write),
+            sync: phase(Phase::Sync),
+            apply: phase(Phase::Apply),
+            slowest_commit: micros(&self.shared.slowest_commit_micros),
+            slowest_sync: micros(&self.shared.slowest_sync_micros),
+        }
     }
 
     /// Memory held by the dedup index and the usage map.
