@@ -21,7 +21,7 @@ use segmart_domain::billing::{
 };
 use segmart_domain::pricing::CostType;
 use segmart_domain::{Clock, SegmentNum, SystemClock, Timestamp};
-use segmart_storage::embedded_ledger::{EmbeddedLedger, LedgerConfig};
+use segmart_storage::embedded_ledger::{CommitProfile, EmbeddedLedger, LedgerConfig};
 use segmart_storage::ledger::{AppendOutcome, Ledger, LedgerRecord, UsageFilter};
 use sqlx::postgres::PgPoolOptions;
 
@@ -246,6 +246,22 @@ impl Measured {
             self.latency_us.max() as f64 / 1000.0
         );
     }
+}
+
+/// Where the writer's time went: mean per group commit, and the slowest.
+fn print_profile(profile: &CommitProfile) {
+    let per = |time: Duration| time.as_secs_f64() * 1e6 / profile.commits.max(1) as f64;
+    println!(
+        "  per group commit: take {:.0} µs, frames {:.0} µs, write {:.0} µs, fdatasync {:.0} µs, \
+         apply {:.0} µs; slowest commit {:.1} ms, slowest fdatasync {:.1} ms",
+        per(profile.take),
+        per(profile.frames),
+        per(profile.write),
+        per(profile.sync),
+        per(profile.apply),
+        profile.slowest_commit.as_secs_f64() * 1e3,
+        profile.slowest_sync.as_secs_f64() * 1e3
+    );
 }
 
 fn load() -> String {
@@ -524,6 +540,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let measured = run_ledger(&ledger, batches, args.producers, 0).await?;
     let stats = ledger.stats();
     let (groups, write_time) = ledger.group_commits();
+    let profile = ledger.commit_profile();
     ledger.shutdown().await?;
     drop(ledger);
     measured.print("embedded ledger (durable acks)");
@@ -536,6 +553,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         write_time.as_secs_f64() * 1e3 / groups.max(1) as f64,
         load()
     );
+    print_profile(&profile);
     if stats.records != args.events as u64 {
         bail!(
             "the ledger holds {} records, {} were appended",
@@ -587,6 +605,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         );
         let paced = run_ledger(&ledger, batches, args.producers, args.rate).await?;
         let (groups, write_time) = ledger.group_commits();
+        let profile = ledger.commit_profile();
         ledger.shutdown().await?;
         drop(ledger);
         paced.print(&format!("same, paced at {} events/s", args.rate));
@@ -597,6 +616,7 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             write_time.as_secs_f64() * 1e3 / groups.max(1) as f64,
             load()
         );
+        print_profile(&profile);
     }
     drop(temp);
 

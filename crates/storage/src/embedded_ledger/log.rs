@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::embedded::files::sync_dir;
 
@@ -97,12 +98,15 @@ impl LogWriter {
         self.len
     }
 
-    /// Appends framed records at the end and makes them durable.
-    pub(crate) fn append(&mut self, frames: &[u8]) -> io::Result<()> {
+    /// Appends framed records at the end and makes them durable; returns how long the
+    /// `write` and the `fdatasync` took.
+    pub(crate) fn append(&mut self, frames: &[u8]) -> io::Result<(Duration, Duration)> {
+        let started = Instant::now();
         self.file.write_all_at(frames, self.len)?;
+        let written = Instant::now();
         self.file.sync_data()?;
         self.len += frames.len() as u64;
-        Ok(())
+        Ok((written - started, written.elapsed()))
     }
 
     /// Starts segment `seq + 1`; the current one is already durable.

@@ -25,7 +25,9 @@
 //!   the location up and reads the frame back with `pread`, checking its CRC and that the id
 //!   really matches.
 //! - **Usage**: a map (day, member, category, segment, buyer) → (impressions, data cost,
-//!   payout, platform fee), updated for every `Charged` charge as records are applied.
+//!   payout, platform fee), updated for every `Charged` charge as records are applied; 64
+//!   shards that grow one at a time like the index (a single table of 650 k keys doubled in
+//!   one piece, 73 MiB, and stalled the writer for up to a quarter of a second).
 //!   [`Ledger::usage`] filters and sorts it; its cost depends on the number of distinct keys,
 //!   never on the number of impressions.
 //! - **Records** ([`Ledger::records`]): a sparse index (one mark every 1024 records) from
@@ -40,7 +42,8 @@
 //! control byte, at a load of 44–88 %: 28–57 B (52.4 B measured at 2 M records). Shards double
 //! early at staggered fill levels, so their rehashes do not all land in one group commit. The sparse index adds
 //! 0.02 B. The usage map grows with distinct (day, member, category, segment, buyer) keys
-//! (about 100 B each), not with impressions. Records themselves stay on disk.
+//! (112 B per bucket; 110–160 B per key with the staggered shard growth, 104 MiB measured at
+//! 650 k keys), not with impressions. Records themselves stay on disk.
 //!
 //! # Recovery
 //!
@@ -64,7 +67,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -233,10 +236,34 @@ impl Hasher for UsageHasher {
     }
 }
 
+/// The usage shard of a key: bits 40–45 of its hash, which hashbrown uses neither for the
+/// bucket (low bits) nor for the tag (top 7 bits), so the keys of one shard still spread.
+fn usage_shard(key: &UsageKey) -> usize {
+    let hash = BuildHasherDefault::<UsageHasher>::default().hash_one(key);
+    (hash >> 40) as usize % USAGE_SHARDS
+}
+
+/// Uniform hashes fill all shards of a map alike, so left alone they would all double
+/// (rehash) in the same group commit, one long stall. Shard `i` of `shards` doubles early,
+/// at (`shards` + `i`) / (2 × `shards`) of its capacity, which spreads the rehashes over
+/// time; each copies 1/`shards` of the map.
+fn grow_early<K: Eq + std::hash::Hash, V, S: BuildHasher>(
+    shard: &mut HashMap<K, V, S>,
+    index: usize,
+    shards: usize,
+) {
+    let (capacity, len) = (shard.capacity(), shard.len());
+    if capacity >= 1024 && len * 2 * shards >= capacity * (shards + index) {
+        shard.reserve(capacity - len + 1);
+    }
+}
+
 type UsageMap = HashMap<UsageKey, UsageSums, BuildHasherDefault<UsageHasher>>;
 type IdMap = HashMap<u128, u64, IdHash>;
 
 const INDEX_SHARDS: usize = 64;
+/// Shards of the usage map: like the index, so that no growth copies the whole map at once.
+const USAGE_SHARDS: usize = 64;
 /// Largest encoded batch one append may carry (a group holds at most `max_group_bytes` plus
 /// one batch, so every frame offset fits the 32 bits of a [`Location`]).
 const MAX_BATCH_BYTES: usize = 1 << 30;
@@ -273,7 +300,11 @@ pub(crate) struct Shared {
     config: LedgerConfig,
     hash_keys: (u64, u64),
     index: Box<[RwLock<IdMap>]>,
-    usage: RwLock<UsageMap>,
+    /// The usage map in [`USAGE_SHARDS`] shards, chosen by bits of the key's hash that
+    /// hashbrown does not use for buckets or tags. The writer holds every shard's write lock
+    /// while it applies a group and readers take every read lock, so a report always sees
+    /// whole groups.
+    usage: Box<[RwLock<UsageMap>]>,
     segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
     /// (seq, location) of every MARK_EVERY-th record and of each segment's first record.
     marks: RwLock<Vec<(u64, Location)>>,
@@ -284,6 +315,58 @@ pub(crate) struct Shared {
     /// Group commits since open, and the time spent in their `write` + `fdatasync`.
     groups: AtomicU64,
     write_micros: AtomicU64,
+    /// Microseconds spent in each [`Phase`] of the group commits since open.
+    phase_micros: [AtomicU64; PHASES],
+    /// The longest group commit (first batch taken to last caller answered) and the longest
+    /// `fdatasync`, in microseconds.
+    slowest_commit_micros: AtomicU64,
+    slowest_sync_micros: AtomicU64,
+}
+
+/// The steps of a group commit, timed separately (see [`CommitProfile`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    Take,
+    Frames,
+    Write,
+    Sync,
+    Apply,
+}
+
+const PHASES: usize = 5;
+
+impl Shared {
+    pub(crate) fn add_phase(&self, phase: Phase, time: Duration) {
+        self.phase_micros[phase as usize].fetch_add(time.as_micros() as u64, Ordering::Relaxed);
+        if let Phase::Sync = phase {
+            self.slowest_sync_micros
+                .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn add_commit(&self, time: Duration) {
+        self.slowest_commit_micros
+            .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Where the writer's time went, summed over the group commits since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitProfile {
+    pub commits: u64,
+    /// Deciding new or duplicate for each record (dedup index inserts).
+    pub take: Duration,
+    /// Building the group's frames.
+    pub frames: Duration,
+    /// The `write` of the group.
+    pub write: Duration,
+    /// Its `fdatasync`.
+    pub sync: Duration,
+    /// Applying the records to the usage map and the sparse index.
+    pub apply: Duration,
+    /// The longest group commit, from taking its first batch to answering its last caller.
+    pub slowest_commit: Duration,
+    pub slowest_sync: Duration,
 }
 
 impl Shared {
@@ -301,13 +384,7 @@ impl Shared {
     pub(crate) fn insert_new(&self, hash: u128, location: Location) -> bool {
         let shard_index = (hash >> 122) as usize % INDEX_SHARDS;
         let mut shard = self.index[shard_index].write();
-        // Uniform hashes fill all shards alike, so left alone they would all double (rehash)
-        // in the same group commit, one long stall. Shard i doubles early, at
-        // (64 + i) / 128 of its capacity, which spreads the rehashes over time.
-        let (capacity, len) = (shard.capacity(), shard.len());
-        if capacity >= 1024 && len * 128 >= capacity * (64 + shard_index) {
-            shard.reserve(capacity - len + 1);
-        }
+        grow_early(&mut shard, shard_index, INDEX_SHARDS);
         match shard.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -340,7 +417,7 @@ impl Shared {
         records: impl Iterator<Item = (u64, Location, u128, &'a LedgerRecord)>,
         index: bool,
     ) {
-        let mut usage = self.usage.write();
+        let mut usage: Vec<_> = self.usage.iter().map(|shard| shard.write()).collect();
         let mut marks = self.marks.write();
         for (seq, location, hash, record) in records {
             if index {
@@ -351,15 +428,19 @@ impl Shared {
                 if charge.status != ChargeStatus::Charged {
                     continue;
                 }
-                let sums = usage
-                    .entry(UsageKey {
-                        day,
-                        member_id: charge.member_id,
-                        data_category_id: charge.data_category_id,
-                        segment: charge.segment.0,
-                        buyer_id: record.buyer_id,
-                    })
-                    .or_default();
+                let key = UsageKey {
+                    day,
+                    member_id: charge.member_id,
+                    data_category_id: charge.data_category_id,
+                    segment: charge.segment.0,
+                    buyer_id: record.buyer_id,
+                };
+                let shard_index = usage_shard(&key);
+                let shard = &mut usage[shard_index];
+                if !shard.contains_key(&key) {
+                    grow_early(shard, shard_index, USAGE_SHARDS);
+                }
+                let sums = shard.entry(key).or_default();
                 sums.impressions += 1;
                 sums.data_cost += charge.data_cost_micros;
                 sums.payout += charge.payout_micros;
@@ -600,7 +681,9 @@ impl EmbeddedLedger {
             index: (0..INDEX_SHARDS)
                 .map(|_| RwLock::new(IdMap::default()))
                 .collect(),
-            usage: RwLock::new(UsageMap::default()),
+            usage: (0..USAGE_SHARDS)
+                .map(|_| RwLock::new(UsageMap::default()))
+                .collect(),
             segments: RwLock::new(BTreeMap::new()),
             marks: RwLock::new(Vec::new()),
             visible_seq: AtomicU64::new(0),
@@ -608,6 +691,9 @@ impl EmbeddedLedger {
             log_bytes: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             write_micros: AtomicU64::new(0),
+            phase_micros: Default::default(),
+            slowest_commit_micros: AtomicU64::new(0),
+            slowest_sync_micros: AtomicU64::new(0),
         });
         let (log, recovery) = recover(&shared)?;
         let recovery = LedgerRecovery {
@@ -652,6 +738,22 @@ impl EmbeddedLedger {
         )
     }
 
+    /// Where the writer's time went since open.
+    pub fn commit_profile(&self) -> CommitProfile {
+        let micros = |value: &AtomicU64| Duration::from_micros(value.load(Ordering::Relaxed));
+        let phase = |phase: Phase| micros(&self.shared.phase_micros[phase as usize]);
+        CommitProfile {
+            commits: self.shared.groups.load(Ordering::Relaxed),
+            take: phase(Phase::Take),
+            frames: phase(Phase::Frames),
+            write: phase(Phase::Write),
+            sync: phase(Phase::Sync),
+            apply: phase(Phase::Apply),
+            slowest_commit: micros(&self.shared.slowest_commit_micros),
+            slowest_sync: micros(&self.shared.slowest_sync_micros),
+        }
+    }
+
     /// Memory held by the dedup index and the usage map.
     pub fn memory(&self) -> LedgerMemory {
         let mut memory = LedgerMemory::default();
@@ -660,12 +762,14 @@ impl EmbeddedLedger {
             memory.index_entries += shard.len() as u64;
             memory.index_bytes += table_bytes(shard.capacity(), 24);
         }
-        let usage = self.shared.usage.read();
-        memory.usage_keys = usage.len() as u64;
-        memory.usage_bytes = table_bytes(
-            usage.capacity(),
-            std::mem::size_of::<(UsageKey, UsageSums)>(),
-        );
+        for shard in self.shared.usage.iter() {
+            let shard = shard.read();
+            memory.usage_keys += shard.len() as u64;
+            memory.usage_bytes += table_bytes(
+                shard.capacity(),
+                std::mem::size_of::<(UsageKey, UsageSums)>(),
+            );
+        }
         memory
     }
 
@@ -999,11 +1103,11 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, LedgerError> {
-        let mut rows: Vec<UsageRow> = self
-            .shared
-            .usage
-            .read()
+        // Every shard at once: the writer applies a group under all their write locks.
+        let shards: Vec<_> = self.shared.usage.iter().map(|shard| shard.read()).collect();
+        let mut rows: Vec<UsageRow> = shards
             .iter()
+            .flat_map(|shard| shard.iter())
             .filter(|(key, _)| {
                 filter.from_day.is_none_or(|from| key.day >= from)
                     && filter.to_day.is_none_or(|to| key.day <= to)
@@ -1022,6 +1126,7 @@ impl Ledger for EmbeddedLedger {
                 platform_fee_micros: sums.platform_fee,
             })
             .collect();
+        drop(shards);
         rows.sort_unstable();
         Ok(rows)
     }

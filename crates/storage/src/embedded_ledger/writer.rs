@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::time::Instant;
 
 use tracing::error;
 
 use super::codec::{self, FRAME_HEADER, PayloadHeader};
 use super::log::LogWriter;
-use super::{Location, Shared};
+use super::{Location, Phase, Shared};
 use crate::ledger::{AppendOutcome, LedgerError, LedgerRecord};
 
 /// One `append` call, encoded by the caller.
@@ -122,6 +123,7 @@ impl Writer {
     /// request other than an append that ended the group, if any.
     fn commit_group(&mut self, first: EncodedBatch, reply: AppendReply) -> Option<Request> {
         let max_bytes = self.shared.config.max_group_bytes as u64;
+        let started = Instant::now();
         self.entries.clear();
         self.group_bytes = 0;
         self.take(first, reply);
@@ -136,6 +138,7 @@ impl Writer {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        self.shared.add_phase(Phase::Take, started.elapsed());
         let result = self.write_and_apply();
         if result.is_err() {
             // Nothing of the group is durable: its ids were never recorded.
@@ -166,6 +169,7 @@ impl Writer {
             };
             let _ = reply.send((answer, Some(batch)));
         }
+        self.shared.add_commit(started.elapsed());
         next
     }
 
@@ -204,6 +208,7 @@ impl Writer {
         if self.entries.is_empty() {
             return Ok(());
         }
+        let framing = Instant::now();
         let count = u32::try_from(self.entries.len()).expect("groups are bounded in bytes");
         self.buffer.clear();
         self.buffer.reserve(self.group_bytes as usize);
@@ -221,13 +226,17 @@ impl Writer {
             let body = self.requests[entry.request].0.body(entry.record);
             codec::push_frame(&mut self.buffer, header, body);
         }
-        let started = std::time::Instant::now();
-        if let Err(error) = self.log.append(&self.buffer) {
-            return Err(self.fail("write", error));
-        }
+        self.shared.add_phase(Phase::Frames, framing.elapsed());
+        let (write, sync) = match self.log.append(&self.buffer) {
+            Ok(times) => times,
+            Err(error) => return Err(self.fail("write", error)),
+        };
+        self.shared.add_phase(Phase::Write, write);
+        self.shared.add_phase(Phase::Sync, sync);
         self.shared
             .write_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add((write + sync).as_micros() as u64, Ordering::Relaxed);
+        let applying = Instant::now();
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
         let first_seq = self.next_seq;
         self.next_seq += u64::from(count);
@@ -248,6 +257,7 @@ impl Writer {
             });
             self.shared.apply(applied, false);
         }
+        self.shared.add_phase(Phase::Apply, applying.elapsed());
         self.shared
             .visible_seq
             .store(self.next_seq - 1, Ordering::Release);
