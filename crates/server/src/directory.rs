@@ -38,6 +38,9 @@ struct Data {
 #[derive(Default)]
 pub struct Directory {
     data: RwLock<Data>,
+    /// Counts this server's own `put_*` updates, so a reload that read the catalog before one
+    /// of them never installs a copy without it.
+    local_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Directory {
@@ -50,6 +53,20 @@ impl Directory {
 
     /// Replaces the copy with the catalog's current state.
     pub async fn reload(&self, catalog: &dyn Catalog) -> CatalogResult<()> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let writes = self.local_writes.load(Ordering::SeqCst);
+            let data = Self::read_catalog(catalog).await?;
+            let mut current = self.data.write();
+            // A put_* that ran while the catalog was read may be missing from `data`: read again.
+            if self.local_writes.load(Ordering::SeqCst) == writes {
+                *current = data;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn read_catalog(catalog: &dyn Catalog) -> CatalogResult<Data> {
         let generation = catalog.generation().await?;
         let folders = catalog.list_folders(None).await?;
         let clients = catalog.list_clients(None).await?;
@@ -73,8 +90,7 @@ impl Directory {
         for segment in segments {
             insert_segment(&mut data, &segment);
         }
-        *self.data.write() = data;
-        Ok(())
+        Ok(data)
     }
 
     /// Reloads when the catalog changed since the last load.
@@ -125,11 +141,15 @@ impl Directory {
 
     /// Records a segment the server just wrote to the catalog.
     pub fn put_segment(&self, segment: &Segment) {
+        self.local_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         insert_segment(&mut self.data.write(), segment);
     }
 
     /// Records a folder the server just wrote to the catalog.
     pub fn put_folder(&self, folder: Folder) {
+        self.local_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut data = self.data.write();
         data.folders
             .entry(folder.id)
@@ -142,6 +162,8 @@ impl Directory {
 
     /// Records a client the server just wrote to the catalog.
     pub fn put_client(&self, client: OAuthClient) {
+        self.local_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.data.write().clients.insert(client.id, client);
     }
 }
