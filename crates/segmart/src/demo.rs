@@ -296,7 +296,7 @@ pub async fn prepare(config: &Config, node: &Node) -> anyhow::Result<()> {
             .await?;
     }
     node.state.billing.reload(catalog).await?;
-    let reusable = reusable_client(catalog, &path).await;
+    let reusable = reusable_client(catalog, old.as_ref()).await;
     let (client_id, client_secret) = match reusable {
         Some(found) => found,
         None => {
@@ -337,10 +337,9 @@ pub async fn prepare(config: &Config, node: &Node) -> anyhow::Result<()> {
 /// The client of an earlier demo.json, when it still works.
 async fn reusable_client(
     catalog: &dyn Catalog,
-    path: &std::path::Path,
+    old: Option<&DemoFile>,
 ) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let old: DemoFile = serde_json::from_str(&text).ok()?;
+    let old = old?;
     let id: ClientId = old.client_id.parse().ok()?;
     let client = catalog.get_client(id).await.ok()??;
     if client.revoked || client.provider != DEMO_PROVIDER {
@@ -351,7 +350,7 @@ async fn reusable_client(
     let valid = tokio::task::spawn_blocking(move || secrets::verify_secret(&secret, &hash))
         .await
         .ok()?;
-    valid.then_some((old.client_id, old.client_secret))
+    valid.then(|| (old.client_id.clone(), old.client_secret.clone()))
 }
 
 fn print_walkthrough(demo: &DemoFile, path: &std::path::Path, sports_id: u32) {

@@ -234,8 +234,6 @@ pub trait BillingCatalog: Send + Sync + 'static {
         start: u64,
         limit: u64,
     ) -> CatalogResult<(Vec<BillingMapping>, u64)>;
-    /// Every segment's current public flag (segment number → is_public of an active mapping).
-    async fn public_segments(&self) -> CatalogResult<Vec<u32>>;
 
     /// Everything metering needs to price any impression: each segment's owner, and the whole
     /// rule history in (segment, valid_from) order.

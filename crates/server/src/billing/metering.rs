@@ -242,7 +242,7 @@ pub async fn report_usage(
                 region: event.region,
                 media_cost_micros: event.media_cost_micros,
                 media_currency: event.media_currency,
-                settlement_currency: view_settlement(&state),
+                settlement_currency: state.billing.settlement(),
                 charges,
             })
         });
@@ -313,10 +313,6 @@ pub async fn report_usage(
         currency: state.billing.settlement().to_string(),
         events: outcomes,
     }))
-}
-
-fn view_settlement(state: &SharedState) -> CurrencyCode {
-    state.billing.settlement()
 }
 
 pub fn ledger_error(e: LedgerError) -> ApiError {

@@ -73,7 +73,6 @@ impl BillingIndex {
         let rates = catalog.rates().await?;
         let bidders = catalog.list_bidders().await?;
         let buyers = catalog.list_buyers().await?;
-        let public = catalog.public_segments().await?;
         let mut rules = Rules {
             generation,
             ..Rules::default()
@@ -106,8 +105,8 @@ impl BillingIndex {
             .map(|b| (b.token_hash, b.id))
             .collect();
         rules.buyers = buyers.into_iter().map(|b| b.id).collect();
-        rules.public = public.into_iter().collect();
         let access = catalog.access_data().await?;
+        rules.public = access.public.iter().copied().collect();
         let mut by_folder: HashMap<segmart_domain::FolderId, Vec<u32>> = HashMap::new();
         for (num, folder, active) in &access.segments {
             rules.active.insert(*num, *active);

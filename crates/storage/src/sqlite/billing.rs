@@ -267,14 +267,7 @@ async fn check_mapping_refs(
     draft: &MappingDraft,
 ) -> CatalogResult<()> {
     validate_segment_type(&draft.data_segment_type)?;
-    let owner: Option<i64> = sqlx::query_scalar(
-        "SELECT m.member_id FROM segments s JOIN folders f ON f.id = s.folder_id \
-         JOIN members m ON m.provider_id = f.provider_id WHERE s.num = ?1",
-    )
-    .bind(i64::from(draft.segment_num))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend_error)?;
+    let owner = super::sharing::segment_owner(conn, draft.segment_num).await?;
     if owner != Some(member_id) {
         return Err(FieldError::new(
             "segment_id",
@@ -648,19 +641,6 @@ impl BillingCatalog for SqliteCatalog {
             .map(mapping)
             .collect::<CatalogResult<Vec<_>>>()?;
         Ok((list, count as u64))
-    }
-
-    async fn public_segments(&self) -> CatalogResult<Vec<u32>> {
-        let nums: Vec<i64> = sqlx::query_scalar(
-            "SELECT segment_num FROM segment_billing_categories \
-             WHERE is_public = 1 AND active = 1 ORDER BY segment_num",
-        )
-        .fetch_all(&mut *self.read().await?)
-        .await
-        .map_err(backend_error)?;
-        nums.into_iter()
-            .map(|n| u32::try_from(n).map_err(|e| corrupt("segment_num", e)))
-            .collect()
     }
 
     async fn billing_rules(&self) -> CatalogResult<(Vec<SegmentOwner>, Vec<RuleChange>)> {

@@ -98,7 +98,10 @@ async fn fetch_shares(
 }
 
 /// The member owning a segment, if it exists.
-async fn segment_owner(conn: &mut SqliteConnection, segment: u32) -> CatalogResult<Option<i64>> {
+pub(super) async fn segment_owner(
+    conn: &mut SqliteConnection,
+    segment: u32,
+) -> CatalogResult<Option<i64>> {
     sqlx::query_scalar(
         "SELECT m.member_id FROM segments s JOIN folders f ON f.id = s.folder_id \
          JOIN members m ON m.provider_id = f.provider_id WHERE s.num = ?1",
