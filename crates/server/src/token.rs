@@ -50,13 +50,8 @@ impl TokenSigner {
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("hmac takes any key length")
     }
 
-    pub fn issue(&self, claims: &TokenClaims) -> String {
-        let mut bytes = Vec::with_capacity(PAYLOAD_LEN + MAC_LEN);
-        bytes.push(VERSION);
-        bytes.extend_from_slice(claims.client.0.as_bytes());
-        bytes.push(claims.permissions.bits());
-        bytes.extend_from_slice(&claims.client_generation.to_le_bytes());
-        bytes.extend_from_slice(&claims.expires_at.secs().to_le_bytes());
+    /// Appends a nonce to `bytes` (version and claims), signs them and encodes the token.
+    fn seal(&self, mut bytes: Vec<u8>) -> String {
         bytes.extend_from_slice(&crate::secrets::random_bytes::<8>());
         let mut mac = self.mac();
         mac.update(&bytes);
@@ -64,18 +59,36 @@ impl TokenSigner {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    pub fn verify(&self, token: &str, now: Timestamp) -> Result<TokenClaims, TokenError> {
-        let bytes = URL_SAFE_NO_PAD
+    /// Decodes a token of `version` with a `len`-byte payload and checks its MAC in constant
+    /// time; the payload starts with the version byte.
+    fn open(&self, token: &str, version: u8, len: usize) -> Result<Vec<u8>, TokenError> {
+        let mut bytes = URL_SAFE_NO_PAD
             .decode(token.as_bytes())
             .map_err(|_| TokenError::Malformed)?;
-        if bytes.len() != PAYLOAD_LEN + MAC_LEN || bytes[0] != VERSION {
+        if bytes.len() != len + MAC_LEN || bytes[0] != version {
             return Err(TokenError::Malformed);
         }
-        let (payload, tag) = bytes.split_at(PAYLOAD_LEN);
+        let tag = bytes.split_off(len);
         let mut mac = self.mac();
-        mac.update(payload);
-        mac.verify_slice(tag)
+        mac.update(&bytes);
+        mac.verify_slice(&tag)
             .map_err(|_| TokenError::BadSignature)?;
+        Ok(bytes)
+    }
+
+    pub fn issue(&self, claims: &TokenClaims) -> String {
+        let mut bytes = Vec::with_capacity(PAYLOAD_LEN + MAC_LEN);
+        bytes.push(VERSION);
+        bytes.extend_from_slice(claims.client.0.as_bytes());
+        bytes.push(claims.permissions.bits());
+        bytes.extend_from_slice(&claims.client_generation.to_le_bytes());
+        bytes.extend_from_slice(&claims.expires_at.secs().to_le_bytes());
+        self.seal(bytes)
+    }
+
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<TokenClaims, TokenError> {
+        let payload = self.open(token, VERSION, PAYLOAD_LEN)?;
+        let payload = payload.as_slice();
         let client =
             ClientId(Uuid::from_slice(&payload[1..17]).map_err(|_| TokenError::Malformed)?);
         let permissions = PermissionSet::from_bits(payload[17]).ok_or(TokenError::Malformed)?;
@@ -115,25 +128,12 @@ impl TokenSigner {
         bytes.extend_from_slice(&claims.user_id.to_le_bytes());
         bytes.extend_from_slice(&claims.user_generation.to_le_bytes());
         bytes.extend_from_slice(&claims.expires_at.secs().to_le_bytes());
-        bytes.extend_from_slice(&crate::secrets::random_bytes::<8>());
-        let mut mac = self.mac();
-        mac.update(&bytes);
-        bytes.extend_from_slice(&mac.finalize().into_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
+        self.seal(bytes)
     }
 
     pub fn verify_session(&self, token: &str, now: Timestamp) -> Result<SessionClaims, TokenError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.as_bytes())
-            .map_err(|_| TokenError::Malformed)?;
-        if bytes.len() != SESSION_PAYLOAD_LEN + MAC_LEN || bytes[0] != SESSION_VERSION {
-            return Err(TokenError::Malformed);
-        }
-        let (payload, tag) = bytes.split_at(SESSION_PAYLOAD_LEN);
-        let mut mac = self.mac();
-        mac.update(payload);
-        mac.verify_slice(tag)
-            .map_err(|_| TokenError::BadSignature)?;
+        let payload = self.open(token, SESSION_VERSION, SESSION_PAYLOAD_LEN)?;
+        let payload = payload.as_slice();
         let user_id = i64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
         let user_generation = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes"));
         let expires_at = Timestamp::from_secs(i64::from_le_bytes(
@@ -172,25 +172,12 @@ impl TokenSigner {
         bytes.extend_from_slice(&claims.buyer_id.to_le_bytes());
         bytes.push(claims.permissions.bits());
         bytes.extend_from_slice(&claims.expires_at.secs().to_le_bytes());
-        bytes.extend_from_slice(&crate::secrets::random_bytes::<8>());
-        let mut mac = self.mac();
-        mac.update(&bytes);
-        bytes.extend_from_slice(&mac.finalize().into_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
+        self.seal(bytes)
     }
 
     pub fn verify_buyer(&self, token: &str, now: Timestamp) -> Result<BuyerClaims, TokenError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.as_bytes())
-            .map_err(|_| TokenError::Malformed)?;
-        if bytes.len() != BUYER_PAYLOAD_LEN + MAC_LEN || bytes[0] != BUYER_VERSION {
-            return Err(TokenError::Malformed);
-        }
-        let (payload, tag) = bytes.split_at(BUYER_PAYLOAD_LEN);
-        let mut mac = self.mac();
-        mac.update(payload);
-        mac.verify_slice(tag)
-            .map_err(|_| TokenError::BadSignature)?;
+        let payload = self.open(token, BUYER_VERSION, BUYER_PAYLOAD_LEN)?;
+        let payload = payload.as_slice();
         let client =
             ClientId(Uuid::from_slice(&payload[1..17]).map_err(|_| TokenError::Malformed)?);
         let buyer_id = i64::from_le_bytes(payload[17..25].try_into().expect("8 bytes"));
