@@ -87,74 +87,122 @@ impl<K: AsRef<str>> ProfileUpdate<K> {
     pub fn resolve(
         &self,
         now: Timestamp,
-        mut lookup: impl FnMut(&K) -> Option<SegmentRef>,
+        lookup: impl FnMut(&K) -> Option<SegmentRef>,
     ) -> Result<ResolvedUpdate, ItemRejection> {
-        let mut unknown = Vec::new();
-        let mut not_selectable = Vec::new();
-        let mut resolve_list = |keys: &[K], adding: bool| -> Vec<SegmentRef> {
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                match lookup(key) {
-                    Some(seg) if adding && !seg.selectable => {
-                        not_selectable.push(key.as_ref().to_owned())
-                    }
-                    Some(seg) => out.push(seg),
-                    None => unknown.push(key.as_ref().to_owned()),
-                }
-            }
-            out
-        };
-        let set = self.set.as_deref().map(|keys| resolve_list(keys, true));
-        let add = resolve_list(&self.add, true);
-        let remove = resolve_list(&self.remove, false);
-        if !unknown.is_empty() {
-            unknown.sort();
-            unknown.dedup();
-            return Err(ItemRejection {
-                reason: format!("unknown segment ids: {}", unknown.join(", ")),
-                unknown_segments: unknown,
-            });
+        resolve_lists(
+            self.remove_all,
+            self.set.as_deref(),
+            &self.add,
+            &self.remove,
+            now,
+            lookup,
+        )
+    }
+}
+
+/// [`ProfileUpdate::resolve`] over borrowed lists (the batch parsers keep every item's ids in
+/// one shared vector). Allocates only the resolved lists, and more only to describe a refusal.
+pub fn resolve_lists<K: AsRef<str>>(
+    remove_all: bool,
+    set: Option<&[K]>,
+    add: &[K],
+    remove: &[K],
+    now: Timestamp,
+    mut lookup: impl FnMut(&K) -> Option<SegmentRef>,
+) -> Result<ResolvedUpdate, ItemRejection> {
+    let mut resolved = ResolvedUpdate {
+        clear: remove_all || set.is_some(),
+        remove: Vec::with_capacity(remove.len()),
+        add: Vec::with_capacity(add.len() + set.map_or(0, <[K]>::len)),
+    };
+    let mut refused = false;
+    for key in set.unwrap_or(&[]).iter().chain(add) {
+        match lookup(key) {
+            Some(seg) if seg.selectable => resolved
+                .add
+                .push((seg.num, now.plus_secs(seg.ttl_minutes as i64 * 60))),
+            _ => refused = true,
         }
-        if !not_selectable.is_empty() {
-            not_selectable.sort();
-            not_selectable.dedup();
-            return Err(ItemRejection {
-                reason: format!(
-                    "segments are not selectable (hierarchy nodes only): {}",
-                    not_selectable.join(", ")
-                ),
-                unknown_segments: Vec::new(),
-            });
+    }
+    for key in remove {
+        match lookup(key) {
+            Some(seg) => resolved.remove.push(seg.num),
+            None => refused = true,
         }
-        let removed: HashSet<SegmentNum> = remove.iter().map(|s| s.num).collect();
-        let mut conflicting: Vec<&str> = self
-            .add
+    }
+    if refused {
+        return Err(refusal(set, add, remove, &mut lookup));
+    }
+    // Segments both added and removed. Items name a handful, so a nested scan beats hashing.
+    let added = &resolved.add[resolved.add.len() - add.len()..];
+    let conflict = |num: &SegmentNum| resolved.remove.contains(num);
+    let any_conflict = if resolved.remove.is_empty() {
+        false
+    } else if added.len() * resolved.remove.len() <= 256 {
+        added.iter().any(|(num, _)| conflict(num))
+    } else {
+        let removed: HashSet<SegmentNum> = resolved.remove.iter().copied().collect();
+        added.iter().any(|(num, _)| removed.contains(num))
+    };
+    if any_conflict {
+        let removed: HashSet<SegmentNum> = resolved.remove.iter().copied().collect();
+        let mut conflicting: Vec<&str> = add
             .iter()
-            .zip(add.iter())
-            .filter(|(_, seg)| removed.contains(&seg.num))
+            .zip(added)
+            .filter(|(_, (num, _))| removed.contains(num))
             .map(|(key, _)| key.as_ref())
             .collect();
-        if !conflicting.is_empty() {
-            conflicting.sort();
-            conflicting.dedup();
-            return Err(ItemRejection {
-                reason: format!(
-                    "segments are both in segmentIdsToAdd and segmentIdsToRemove: {}",
-                    conflicting.join(", ")
-                ),
-                unknown_segments: Vec::new(),
-            });
+        conflicting.sort();
+        conflicting.dedup();
+        return Err(ItemRejection {
+            reason: format!(
+                "segments are both in segmentIdsToAdd and segmentIdsToRemove: {}",
+                conflicting.join(", ")
+            ),
+            unknown_segments: Vec::new(),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Why an item that names unknown or non-selectable segments is refused: unknown ids first.
+#[cold]
+fn refusal<K: AsRef<str>>(
+    set: Option<&[K]>,
+    add: &[K],
+    remove: &[K],
+    lookup: &mut impl FnMut(&K) -> Option<SegmentRef>,
+) -> ItemRejection {
+    let mut unknown = Vec::new();
+    let mut not_selectable = Vec::new();
+    for key in set.unwrap_or(&[]).iter().chain(add) {
+        match lookup(key) {
+            Some(seg) if !seg.selectable => not_selectable.push(key.as_ref().to_owned()),
+            Some(_) => {}
+            None => unknown.push(key.as_ref().to_owned()),
         }
-        let expiry = |seg: &SegmentRef| now.plus_secs(seg.ttl_minutes as i64 * 60);
-        let mut resolved = ResolvedUpdate {
-            clear: self.remove_all || set.is_some(),
-            remove: remove.iter().map(|s| s.num).collect(),
-            add: Vec::with_capacity(add.len() + set.as_ref().map_or(0, Vec::len)),
+    }
+    for key in remove {
+        if lookup(key).is_none() {
+            unknown.push(key.as_ref().to_owned());
+        }
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        unknown.dedup();
+        return ItemRejection {
+            reason: format!("unknown segment ids: {}", unknown.join(", ")),
+            unknown_segments: unknown,
         };
-        for seg in set.iter().flatten().chain(add.iter()) {
-            resolved.add.push((seg.num, expiry(seg)));
-        }
-        Ok(resolved)
+    }
+    not_selectable.sort();
+    not_selectable.dedup();
+    ItemRejection {
+        reason: format!(
+            "segments are not selectable (hierarchy nodes only): {}",
+            not_selectable.join(", ")
+        ),
+        unknown_segments: Vec::new(),
     }
 }
 

@@ -14,9 +14,9 @@ use segmart_domain::segment::Segment;
 use segmart_domain::{ClientId, FolderId, SegmentKey, SegmentNum};
 use segmart_storage::catalog::{Catalog, CatalogResult, Folder, OAuthClient};
 
-/// Segment id → what profile operations need to know. Hashed with foldhash (seeded per
-/// process): every batch item resolves its segment ids here, so this is on the hot path.
-pub type SegmentMap = HashMap<SegmentKey, SegmentRef, foldhash::fast::RandomState>;
+/// Segment id → what profile operations need to know: every batch item and file line resolves
+/// its segment ids here, so this is on the hot path (see [`crate::segment_map`]).
+pub use crate::segment_map::SegmentMap;
 
 /// A folder and the segments profile operations may reference.
 #[derive(Debug, Clone)]
@@ -173,7 +173,7 @@ fn insert_segment(data: &mut Data, segment: &Segment) {
         return;
     };
     entry.segments.insert(
-        segment.key.clone(),
+        segment.key.as_str(),
         SegmentRef {
             num: segment.num,
             ttl_minutes: segment.spec.ttl_minutes,

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod batch_json;
 pub mod billing;
 pub mod body;
 pub mod directory;
@@ -22,6 +23,7 @@ pub mod ops;
 pub mod profiles;
 pub mod ratelimit;
 pub mod secrets;
+pub mod segment_map;
 pub mod segments;
 pub mod state;
 pub mod token;

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use segmart_domain::profile::{ItemRejection, ProfileUpdate, ResolvedUpdate};
+use segmart_domain::profile::{ItemRejection, ProfileUpdate, ResolvedUpdate, resolve_lists};
 use segmart_domain::{ErrorCode, IdType, Timestamp, canonical_profile_id};
 use segmart_storage::catalog::Folder;
 use segmart_storage::profile::{ProfileKeyer, ProfileMutation, WriteBatch};
@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use crate::access::{Access, ProfileRead, ProfileWrite};
-use crate::body::{JsonBody, parse_json, read_body};
+use crate::body::{JsonBody, read_body};
 use crate::directory::Directory;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
@@ -89,26 +89,33 @@ pub fn prepare_batch(
     keyer: &ProfileKeyer,
     now: Timestamp,
 ) -> ApiResult<PreparedBatch> {
-    let items: Vec<BatchItem<'_>> = parse_json(body)?;
-    if items.is_empty() {
+    let batch = crate::batch_json::parse(body)?;
+    if batch.items.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "the batch is empty; send a JSON array of profile operations",
         ));
     }
-    let received = items.len();
-    let mut mutations = Vec::with_capacity(items.len());
+    let received = batch.items.len();
+    let mut mutations = Vec::with_capacity(received);
     let mut rejected = Vec::new();
     directory
         .with_segments(folder.id, |segments| {
-            for (index, item) in items.into_iter().enumerate() {
+            for (index, item) in batch.items.iter().enumerate() {
                 let reject = |profile_id: Option<&str>, rejection: ItemRejection| RejectedItem {
                     index,
                     profile_id: profile_id.map(str::to_owned),
                     reason: rejection.reason,
                     unknown_segments: rejection.unknown_segments,
                 };
-                let Some(raw_id) = item.profile_id.as_deref() else {
+                // Start the segment lookups' memory loads; the id checks and keying overlap them.
+                for id in [&item.set, &item.add, &item.remove]
+                    .into_iter()
+                    .flat_map(|list| batch.list(list))
+                {
+                    segments.prefetch(id);
+                }
+                let Some(raw_id) = batch.profile_id(item) else {
                     rejected.push(reject(None, plain("profileId is required")));
                     continue;
                 };
@@ -119,13 +126,10 @@ pub fn prepare_batch(
                         continue;
                     }
                 };
-                let update = ProfileUpdate {
-                    remove_all: item.remove_all_segments.unwrap_or(false),
-                    set: item.segment_ids_to_set,
-                    add: item.segment_ids_to_add.unwrap_or_default(),
-                    remove: item.segment_ids_to_remove.unwrap_or_default(),
-                };
-                if !update.has_operation() {
+                let remove_all = item.remove_all.unwrap_or(false);
+                let (add, remove) = (batch.list(&item.add), batch.list(&item.remove));
+                let set = item.set.as_ref().map(|_| batch.list(&item.set));
+                if !(remove_all || set.is_some() || !add.is_empty() || !remove.is_empty()) {
                     rejected.push(reject(
                         Some(raw_id),
                         plain(
@@ -134,7 +138,8 @@ pub fn prepare_batch(
                     ));
                     continue;
                 }
-                match update.resolve(now, |key| segments.get(key.as_ref()).copied()) {
+                let lookup = |key: &Cow<'_, str>| segments.get(key.as_ref());
+                match resolve_lists(remove_all, set, add, remove, now, lookup) {
                     Ok(update) => mutations.push(ProfileMutation::Update {
                         key: keyer.key_bytes(folder.num, profile_id.as_bytes()),
                         update,
@@ -345,7 +350,7 @@ pub async fn put_profile(
     let resolved: ResolvedUpdate = state
         .directory
         .with_segments(folder.id, |segments| {
-            update.resolve(now, |key: &String| segments.get(key.as_str()).copied())
+            update.resolve(now, |key: &String| segments.get(key.as_str()))
         })
         .ok_or_else(|| ApiError::not_found(format!("segment provider {}", folder.id)))?
         .map_err(|rejection| ApiError {

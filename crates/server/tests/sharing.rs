@@ -94,7 +94,9 @@ async fn wait_for_port(port: u16) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the SMTP server did not start listening");
+    panic!(
+        "the SMTP server did not start listening (it is `python3 -m aiosmtpd`: install it with `python3 -m pip install aiosmtpd`)"
+    );
 }
 
 async fn sign_in(server: &TestServer, username: &str) -> (String, String) {

@@ -30,7 +30,6 @@ pub mod api;
 pub mod drop_dir;
 pub mod pipeline;
 pub mod report;
-mod segment_map;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -28,7 +28,7 @@ use segmart_storage::profile::{
     ProfileKeyer, ProfileMutation, ProfileStore, ProfileStoreError, WriteBatch,
 };
 
-use super::segment_map::SegmentMap;
+use crate::segment_map::SegmentMap;
 use super::{IngestProgress, UserMatcher};
 use crate::directory::Directory;
 
@@ -91,13 +91,7 @@ impl Targets {
                 .filter(|f| &f.id_type == id_type)
                 .min_by_key(|f| f.num)?;
             let segments = directory
-                .with_segments(folder.id, |segments| {
-                    let mut map = SegmentMap::with_capacity(segments.len());
-                    for (key, segment) in segments {
-                        map.insert(key.as_str(), *segment);
-                    }
-                    map
-                })
+                .with_segments(folder.id, SegmentMap::clone)
                 .unwrap_or_default();
             Some(Target {
                 folder_num: folder.num,

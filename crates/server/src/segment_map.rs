@@ -1,6 +1,7 @@
-//! A file's view of a folder's segments, built for the line resolver's hot loop.
+//! A folder's segments by id, built for the resolvers' hot loops (profile batches and batch
+//! file lines).
 //!
-//! Lines name about six segment ids each, drawn from pools of tens of thousands, so most lookups
+//! Items and lines name about six segment ids each, drawn from pools of tens of thousands, so most lookups
 //! miss the CPU caches: the cost is memory latency, not hashing. The map therefore keeps the
 //! common case small and lets the resolver start a line's lookups before it needs them:
 //!
@@ -20,15 +21,17 @@ use segmart_domain::SegmentNum;
 use segmart_domain::profile::SegmentRef;
 
 #[derive(Default, Clone)]
-pub(super) struct SegmentMap {
+pub struct SegmentMap {
+    len: usize,
     small: SmallIds,
     short: HashMap<u128, SegmentRef, foldhash::fast::RandomState>,
     long: HashMap<Box<str>, SegmentRef, foldhash::fast::RandomState>,
 }
 
 impl SegmentMap {
-    pub(super) fn with_capacity(capacity: usize) -> Self {
+    pub fn with_capacity(capacity: usize) -> Self {
         SegmentMap {
+            len: 0,
             small: SmallIds::with_capacity(capacity),
             short: HashMap::default(),
             long: HashMap::default(),
@@ -59,7 +62,11 @@ impl SegmentMap {
         Some(u128::from_le_bytes(packed))
     }
 
-    pub(super) fn insert(&mut self, id: &str, segment: SegmentRef) {
+    /// Adds or replaces the segment of `id`.
+    pub fn insert(&mut self, id: &str, segment: SegmentRef) {
+        if self.get(id).is_none() {
+            self.len += 1;
+        }
         if let Some(packed) = Self::pack_u64(id) {
             // The id may move between tiers when it is inserted again with other settings.
             self.short.remove(&u128::from(packed));
@@ -75,17 +82,26 @@ impl SegmentMap {
         };
     }
 
+    /// Number of segment ids.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Starts loading the memory `get(id)` will read (a hint; does nothing for ids outside the
     /// small table).
     #[inline]
-    pub(super) fn prefetch(&self, id: &str) {
+    pub fn prefetch(&self, id: &str) {
         if let Some(packed) = Self::pack_u64(id) {
             self.small.prefetch(packed);
         }
     }
 
     #[inline]
-    pub(super) fn get(&self, id: &str) -> Option<SegmentRef> {
+    pub fn get(&self, id: &str) -> Option<SegmentRef> {
         if let Some(packed) = Self::pack_u64(id) {
             if let Some(found) = self.small.get(packed) {
                 return Some(found);
@@ -96,6 +112,12 @@ impl SegmentMap {
             Some(packed) => self.short.get(&packed).copied(),
             None => self.long.get(id).copied(),
         }
+    }
+}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentMap").field("len", &self.len).finish()
     }
 }
 
@@ -284,6 +306,7 @@ mod tests {
                 "{missing}"
             );
         }
+        assert_eq!(map.len(), expected.len());
         let small = expected.keys().filter(|id| id.len() <= 8).count();
         assert!(small > 100);
     }
