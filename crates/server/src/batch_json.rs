@@ -46,7 +46,8 @@ impl<'a> ParsedBatch<'a> {
 
     /// The profile id of an item.
     pub fn profile_id(&self, item: &ParsedItem) -> Option<&str> {
-        item.profile_id.map(|index| self.ids[index as usize].as_ref())
+        item.profile_id
+            .map(|index| self.ids[index as usize].as_ref())
     }
 
     fn from_items(items: Vec<BatchItem<'a>>) -> Self {
@@ -408,8 +409,10 @@ mod tests {
         ];
         let member = prop_oneof![
             string.prop_map(|s| format!("\"profileId\":{s}")),
-            list.clone().prop_map(|l| format!("\"segmentIdsToAdd\": {l}")),
-            list.clone().prop_map(|l| format!("\"segmentIdsToRemove\" :{l}")),
+            list.clone()
+                .prop_map(|l| format!("\"segmentIdsToAdd\": {l}")),
+            list.clone()
+                .prop_map(|l| format!("\"segmentIdsToRemove\" :{l}")),
             list.prop_map(|l| format!("\"segmentIdsToSet\":\n{l}")),
             value.prop_map(|v| format!("\"removeAllSegments\":{v}")),
             Just("\"unknown\":1".to_owned()),

@@ -5,12 +5,13 @@
 //! miss the CPU caches: the cost is memory latency, not hashing. The map therefore keeps the
 //! common case small and lets the resolver start a line's lookups before it needs them:
 //!
-//! - selectable ids of at most 8 bytes (the usual numeric or short ids) live in an
-//!   open-addressing table of 16-byte slots (packed id, segment number, TTL), four to a cache
-//!   line, at most three quarters full; [`SegmentMap::prefetch`] asks for an id's slot ahead of
-//!   [`SegmentMap::get`], so the misses of one line overlap;
-//! - every other id (non-selectable hierarchy nodes, ids of 9 to 16 bytes) is packed into a
-//!   `u128` in a hash map, and longer ids use a string map.
+//! - selectable ids of at most 16 bytes (the usual numeric or short ids) live in an
+//!   open-addressing table of 24-byte slots (packed id, segment number, TTL), at most three
+//!   quarters full; [`SegmentMap::prefetch`] asks for an id's slot ahead of
+//!   [`SegmentMap::get`], so the misses of one item or line overlap, and a lookup compares
+//!   two words instead of following a string pointer;
+//! - non-selectable hierarchy nodes of at most 16 bytes are packed the same way into a hash
+//!   map, and longer ids use a string map.
 //!
 //! All use a fast hasher seeded at random per process.
 
@@ -38,28 +39,33 @@ impl SegmentMap {
         }
     }
 
-    /// Segment ids hold no control characters, so zero padding cannot make two ids equal, and
-    /// a packed id is never zero.
+    /// An id of at most 16 bytes as a little-endian number, zero-padded. Segment ids hold no
+    /// control characters, so the padding cannot make two ids equal, and a packed id is never
+    /// zero. Read with two overlapping loads rather than a variable-length copy (whose bytes the
+    /// following wide load would wait for).
     #[inline]
-    fn pack_u64(id: &str) -> Option<u64> {
+    fn pack(id: &str) -> Option<u128> {
         let bytes = id.as_bytes();
-        if bytes.len() > 8 || bytes.is_empty() {
-            return None;
-        }
-        let mut packed = [0u8; 8];
-        packed[..bytes.len()].copy_from_slice(bytes);
-        Some(u64::from_le_bytes(packed))
-    }
-
-    #[inline]
-    fn pack_u128(id: &str) -> Option<u128> {
-        let bytes = id.as_bytes();
-        if bytes.len() > 16 {
-            return None;
-        }
-        let mut packed = [0u8; 16];
-        packed[..bytes.len()].copy_from_slice(bytes);
-        Some(u128::from_le_bytes(packed))
+        let len = bytes.len();
+        let load8 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let load4 =
+            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as u64;
+        Some(match len {
+            0 => return None,
+            1..=3 => {
+                // First, middle and last byte cover every position of 1 to 3 bytes.
+                let (first, middle, last) = (bytes[0], bytes[len / 2], bytes[len - 1]);
+                (first as u128)
+                    | (middle as u128) << (8 * (len / 2))
+                    | (last as u128) << (8 * (len - 1))
+            }
+            4..=8 => (load4(0) | load4(len - 4) << (8 * (len - 4))) as u128,
+            9..=16 => {
+                let high = load8(len - 8) >> (8 * (16 - len));
+                load8(0) as u128 | (high as u128) << 64
+            }
+            _ => return None,
+        })
     }
 
     /// Adds or replaces the segment of `id`.
@@ -67,19 +73,21 @@ impl SegmentMap {
         if self.get(id).is_none() {
             self.len += 1;
         }
-        if let Some(packed) = Self::pack_u64(id) {
-            // The id may move between tiers when it is inserted again with other settings.
-            self.short.remove(&u128::from(packed));
-            self.small.remove(packed);
-            if segment.selectable {
-                self.small.insert(packed, segment.num, segment.ttl_minutes);
-                return;
+        match Self::pack(id) {
+            Some(packed) => {
+                // The id may move between tiers when it is inserted again with other settings.
+                self.short.remove(&packed);
+                self.small.remove(packed);
+                if segment.selectable {
+                    self.small.insert(packed, segment.num, segment.ttl_minutes);
+                } else {
+                    self.short.insert(packed, segment);
+                }
+            }
+            None => {
+                self.long.insert(id.into(), segment);
             }
         }
-        match Self::pack_u128(id) {
-            Some(packed) => self.short.insert(packed, segment),
-            None => self.long.insert(id.into(), segment),
-        };
     }
 
     /// Number of segment ids.
@@ -95,21 +103,19 @@ impl SegmentMap {
     /// small table).
     #[inline]
     pub fn prefetch(&self, id: &str) {
-        if let Some(packed) = Self::pack_u64(id) {
+        if let Some(packed) = Self::pack(id) {
             self.small.prefetch(packed);
         }
     }
 
     #[inline]
     pub fn get(&self, id: &str) -> Option<SegmentRef> {
-        if let Some(packed) = Self::pack_u64(id) {
-            if let Some(found) = self.small.get(packed) {
-                return Some(found);
-            }
-            return self.short.get(&u128::from(packed)).copied();
-        }
-        match Self::pack_u128(id) {
-            Some(packed) => self.short.get(&packed).copied(),
+        match Self::pack(id) {
+            Some(packed) => match self.small.get(packed) {
+                Some(found) => Some(found),
+                None if self.short.is_empty() => None,
+                None => self.short.get(&packed).copied(),
+            },
             None => self.long.get(id).copied(),
         }
     }
@@ -117,20 +123,35 @@ impl SegmentMap {
 
 impl std::fmt::Debug for SegmentMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SegmentMap").field("len", &self.len).finish()
+        f.debug_struct("SegmentMap")
+            .field("len", &self.len)
+            .finish()
     }
 }
 
-/// One slot of [`SmallIds`]: `key == 0` marks it empty.
+/// One slot of [`SmallIds`]: a zero key marks it empty. 24 bytes (the key as two words keeps
+/// 8-byte alignment).
 #[derive(Clone, Copy, Default)]
-#[repr(C, align(16))]
+#[repr(C)]
 struct Slot {
-    key: u64,
+    key: [u64; 2],
     num: u32,
     ttl_minutes: u32,
 }
 
-/// Linear-probing table from a packed non-zero `u64` id to a selectable segment.
+impl Slot {
+    #[inline]
+    fn key(&self) -> u128 {
+        self.key[0] as u128 | (self.key[1] as u128) << 64
+    }
+}
+
+#[inline]
+fn split(key: u128) -> [u64; 2] {
+    [key as u64, (key >> 64) as u64]
+}
+
+/// Linear-probing table from a packed non-zero id to a selectable segment.
 #[derive(Clone)]
 struct SmallIds {
     /// A power of two long, never more than three quarters full (so a probe always ends).
@@ -158,20 +179,20 @@ impl SmallIds {
     }
 
     #[inline]
-    fn home(&self, key: u64) -> usize {
+    fn home(&self, key: u128) -> usize {
         (self.hasher.hash_one(key) as usize) & (self.slots.len() - 1)
     }
 
     #[inline]
-    fn find(&self, key: u64) -> Result<usize, usize> {
+    fn find(&self, key: u128) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut at = self.home(key);
         loop {
             let slot = &self.slots[at];
-            if slot.key == key {
+            if slot.key == split(key) {
                 return Ok(at);
             }
-            if slot.key == 0 {
+            if slot.key == [0, 0] {
                 return Err(at);
             }
             at = (at + 1) & mask;
@@ -179,7 +200,7 @@ impl SmallIds {
     }
 
     #[inline]
-    fn prefetch(&self, key: u64) {
+    fn prefetch(&self, key: u128) {
         let slot: *const Slot = &self.slots[self.home(key)];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: prefetching is a hint and never faults; the address is a slot of the table.
@@ -191,7 +212,7 @@ impl SmallIds {
     }
 
     #[inline]
-    fn get(&self, key: u64) -> Option<SegmentRef> {
+    fn get(&self, key: u128) -> Option<SegmentRef> {
         let at = self.find(key).ok()?;
         let slot = &self.slots[at];
         Some(SegmentRef {
@@ -201,13 +222,13 @@ impl SmallIds {
         })
     }
 
-    fn insert(&mut self, key: u64, num: SegmentNum, ttl_minutes: u32) {
+    fn insert(&mut self, key: u128, num: SegmentNum, ttl_minutes: u32) {
         debug_assert_ne!(key, 0);
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
         let slot = Slot {
-            key,
+            key: split(key),
             num: num.0,
             ttl_minutes,
         };
@@ -220,7 +241,7 @@ impl SmallIds {
         }
     }
 
-    fn remove(&mut self, key: u64) {
+    fn remove(&mut self, key: u128) {
         let Ok(mut hole) = self.find(key) else {
             return;
         };
@@ -232,10 +253,10 @@ impl SmallIds {
         loop {
             at = (at + 1) & mask;
             let slot = self.slots[at];
-            if slot.key == 0 {
+            if slot.key == [0, 0] {
                 return;
             }
-            let home = self.home(slot.key);
+            let home = self.home(slot.key());
             // Move the slot back when its home is not in the cyclic range (hole, at].
             let distance_to_at = at.wrapping_sub(home) & mask;
             let distance_to_hole = hole.wrapping_sub(home) & mask;
@@ -254,8 +275,8 @@ impl SmallIds {
             len: 0,
             hasher: self.hasher.clone(),
         };
-        for slot in old.iter().filter(|s| s.key != 0) {
-            grown.insert(slot.key, SegmentNum(slot.num), slot.ttl_minutes);
+        for slot in old.iter().filter(|s| s.key != [0, 0]) {
+            grown.insert(slot.key(), SegmentNum(slot.num), slot.ttl_minutes);
         }
         *self = grown;
     }
@@ -312,15 +333,32 @@ mod tests {
     }
 
     #[test]
+    fn packing_is_zero_padding() {
+        let text = "abcdefghijklmnopq";
+        for len in 1..=16 {
+            let id = &text[..len];
+            let mut padded = [0u8; 16];
+            padded[..len].copy_from_slice(id.as_bytes());
+            assert_eq!(
+                SegmentMap::pack(id),
+                Some(u128::from_le_bytes(padded)),
+                "{id}"
+            );
+        }
+        assert_eq!(SegmentMap::pack(""), None);
+        assert_eq!(SegmentMap::pack(text), None);
+    }
+
+    #[test]
     fn removing_keeps_colliding_keys_reachable() {
         let mut table = SmallIds::with_capacity(4);
-        for key in 1..=200u64 {
+        for key in 1..=200u128 {
             table.insert(key, SegmentNum(key as u32), 1);
         }
-        for key in (1..=200u64).step_by(3) {
+        for key in (1..=200u128).step_by(3) {
             table.remove(key);
         }
-        for key in 1..=200u64 {
+        for key in 1..=200u128 {
             let found = table.get(key).map(|s| s.num.0);
             let expected = (key % 3 != 1).then_some(key as u32);
             assert_eq!(found, expected, "{key}");

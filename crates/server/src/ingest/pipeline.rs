@@ -28,9 +28,9 @@ use segmart_storage::profile::{
     ProfileKeyer, ProfileMutation, ProfileStore, ProfileStoreError, WriteBatch,
 };
 
-use crate::segment_map::SegmentMap;
 use super::{IngestProgress, UserMatcher};
 use crate::directory::Directory;
+use crate::segment_map::SegmentMap;
 
 /// Why a line the parser accepted was still not applied. Names are stable, like
 /// [`RejectReason`]'s.
