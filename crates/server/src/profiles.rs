@@ -129,7 +129,7 @@ pub fn prepare_batch(
                 let remove_all = item.remove_all.unwrap_or(false);
                 let (add, remove) = (batch.list(&item.add), batch.list(&item.remove));
                 let set = item.set.as_ref().map(|_| batch.list(&item.set));
-                if !(remove_all || set.is_some() || !add.is_empty() || !remove.is_empty()) {
+                if !remove_all && set.is_none() && add.is_empty() && remove.is_empty() {
                     rejected.push(reject(
                         Some(raw_id),
                         plain(
