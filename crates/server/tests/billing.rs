@@ -37,27 +37,6 @@ impl Provider {
     }
 }
 
-async fn sign_in(
-    server: &TestServer,
-    username: &str,
-    password: &str,
-) -> (StatusCode, Value, Option<String>) {
-    let response = server
-        .http
-        .post(server.url("/auth"))
-        .json(&json!({"auth": {"username": username, "password": password}}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let body: Value = response.json().await.unwrap();
-    (status, body, cookie)
-}
-
 async fn provider(server: &TestServer, name: &str, keys: &[&str]) -> Provider {
     let tenant = server.tenant(IdType::Cookie).await;
     let catalog = server.state.catalog.as_ref();
@@ -129,7 +108,7 @@ async fn provider(server: &TestServer, name: &str, keys: &[&str]) -> Provider {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         segments.push((key.to_string(), body["id"].as_u64().unwrap() as u32));
     }
-    let (status, body, _) = sign_in(server, &username, PASSWORD).await;
+    let (status, body, _) = server.sign_in(&username, PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let session = body["response"]["token"].as_str().unwrap().to_owned();
     Provider {
@@ -169,7 +148,7 @@ async fn the_seed_transcripts_run_with_a_cookie_session() {
     let server = TestServer::start().await;
     let p = provider(&server, "acme", &["s1", "s2", "s3"]).await;
     // Sign in again as curl -c would, and use only the cookie from now on.
-    let (status, body, cookie) = sign_in(&server, "acme-user", PASSWORD).await;
+    let (status, body, cookie) = server.sign_in("acme-user", PASSWORD).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["response"]["status"], "OK");
     let cookie = cookie.expect("a session cookie");
@@ -391,11 +370,11 @@ async fn ownership_roles_and_bad_input_are_refused_clearly() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
     // Sign-in and roles.
-    let (status, body, cookie) = sign_in(&server, "alpha-user", "wrong password!").await;
+    let (status, body, cookie) = server.sign_in("alpha-user", "wrong password!").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["response"]["error_id"], "NOAUTH");
     assert!(cookie.is_none());
-    let (status, _, _) = sign_in(&server, "nobody", PASSWORD).await;
+    let (status, _, _) = server.sign_in("nobody", PASSWORD).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = server.get(path, "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -421,7 +400,7 @@ async fn ownership_roles_and_bad_input_are_refused_clearly() {
     )
     .await
     .unwrap();
-    let (_, body, _) = sign_in(&server, "shop-user", PASSWORD).await;
+    let (_, body, _) = server.sign_in("shop-user", PASSWORD).await;
     let buyer_session = body["response"]["token"].as_str().unwrap().to_owned();
     let (status, body) = server.get(path, &buyer_session).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -487,7 +466,7 @@ async fn market_in(server: TestServer) -> Market {
     .unwrap();
     let bidder = ops::create_bidder(catalog, clock, "bidder").await.unwrap();
     server.state.billing.reload(catalog).await.unwrap();
-    let (_, body, _) = sign_in(&server, "shop-user", PASSWORD).await;
+    let (_, body, _) = server.sign_in("shop-user", PASSWORD).await;
     let buyer_session = body["response"]["token"].as_str().unwrap().to_owned();
     // The unmapped segment reaches the buyer through a free public share it activated.
     let (status, share) = server
@@ -950,7 +929,9 @@ async fn the_operator_sets_up_billing_over_the_admin_api() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
     // What the operator set up prices an impression: 3 RUB CPM at 0.5 = 0.0015 USD.
-    let (_, session, _) = sign_in(&server, "prov", user["password"].as_str().unwrap()).await;
+    let (_, session, _) = server
+        .sign_in("prov", user["password"].as_str().unwrap())
+        .await;
     let session = session["response"]["token"].as_str().unwrap().to_owned();
     let (status, _) = server
         .post(

@@ -100,26 +100,10 @@ async fn wait_for_port(port: u16) {
 }
 
 async fn sign_in(server: &TestServer, username: &str) -> (String, String) {
-    let response = server
-        .http
-        .post(server.url("/auth"))
-        .json(&json!({"auth": {"username": username, "password": PASSWORD}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let body: Value = response.json().await.unwrap();
-    (
-        body["response"]["token"].as_str().unwrap().to_owned(),
-        cookie,
-    )
+    let (status, body, cookie) = server.sign_in(username, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = body["response"]["token"].as_str().unwrap().to_owned();
+    (session, cookie.expect("a session cookie"))
 }
 
 struct Owner {

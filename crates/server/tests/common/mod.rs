@@ -276,6 +276,29 @@ impl TestServer {
         (status, headers, value)
     }
 
+    /// `POST /auth` with a username and password: the status, the body and the session cookie
+    /// (`name=value`) when one was set.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> (StatusCode, Value, Option<String>) {
+        let response = self
+            .http
+            .post(self.url("/auth"))
+            .json(&json!({"auth": {"username": username, "password": password}}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let body: Value = response.json().await.unwrap();
+        (status, body, cookie)
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         let (s, _, v) = self.send(reqwest::Method::GET, path, token, None).await;
         (s, v)
