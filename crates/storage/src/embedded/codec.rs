@@ -52,39 +52,55 @@ pub(crate) fn record_len(batch: &WriteBatch) -> usize {
 /// Appends the framed record of `batch`, stamped with `effective_ms`, to `out`.
 pub(crate) fn encode_record(batch: &WriteBatch, effective_ms: i64, out: &mut Vec<u8>) {
     let frame_start = out.len();
-    out.reserve(record_len(batch));
-    out.extend_from_slice(&[0; FRAME_HEADER]);
-    out.extend_from_slice(&effective_ms.to_le_bytes());
-    out.extend_from_slice(&(batch.mutations.len() as u32).to_le_bytes());
+    let len = record_len(batch);
+    // Sized once, then filled through a cursor: no capacity check per field.
+    out.resize(frame_start + len, 0);
+    let mut cursor = Cursor(&mut out[frame_start + FRAME_HEADER..]);
+    cursor.put(&effective_ms.to_le_bytes());
+    cursor.put(&(batch.mutations.len() as u32).to_le_bytes());
     for mutation in &batch.mutations {
         match mutation {
             ProfileMutation::Update { key, update } => {
-                out.push(if update.clear {
+                let tag = if update.clear {
                     TAG_UPDATE_CLEAR
                 } else {
                     TAG_UPDATE
-                });
-                out.extend_from_slice(&key.0.to_le_bytes());
-                out.extend_from_slice(&(update.remove.len() as u32).to_le_bytes());
-                out.extend_from_slice(&(update.add.len() as u32).to_le_bytes());
+                };
+                cursor.put(&[tag]);
+                cursor.put(&key.0.to_le_bytes());
+                cursor.put(&(update.remove.len() as u32).to_le_bytes());
+                cursor.put(&(update.add.len() as u32).to_le_bytes());
                 for segment in &update.remove {
-                    out.extend_from_slice(&segment.0.to_le_bytes());
+                    cursor.put(&segment.0.to_le_bytes());
                 }
                 for (segment, expiry) in &update.add {
-                    out.extend_from_slice(&segment.0.to_le_bytes());
-                    out.extend_from_slice(&clamp_secs(expiry.secs()).to_le_bytes());
+                    let pair = (segment.0 as u64) | (clamp_secs(expiry.secs()) as u64) << 32;
+                    cursor.put(&pair.to_le_bytes());
                 }
             }
             ProfileMutation::Delete { key } => {
-                out.push(TAG_DELETE);
-                out.extend_from_slice(&key.0.to_le_bytes());
+                cursor.put(&[TAG_DELETE]);
+                cursor.put(&key.0.to_le_bytes());
             }
         }
     }
-    let payload_len = out.len() - frame_start - FRAME_HEADER;
+    debug_assert!(cursor.0.is_empty(), "record_len matches the encoding");
+    let payload_len = len - FRAME_HEADER;
     let crc = crc32fast::hash(&out[frame_start + FRAME_HEADER..]);
     out[frame_start..frame_start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     out[frame_start + 4..frame_start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The unwritten rest of a record being encoded.
+struct Cursor<'a>(&'a mut [u8]);
+
+impl Cursor<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let (head, rest) = std::mem::take(&mut self.0).split_at_mut(bytes.len());
+        head.copy_from_slice(bytes);
+        self.0 = rest;
+    }
 }
 
 /// Reads a frame header: payload length and CRC.
