@@ -4,7 +4,9 @@
 //! Two figures: parse + resolve alone (the request path before the store), and parse,
 //! resolve and durable write through the store. The store's log lives on the directory given by `--dir`
 //! (default: a temporary directory; use a tmpfs such as /dev/shm to leave fsync latency out and
-//! see the CPU cost, or a real disk to see one group commit per batch).
+//! see the CPU cost, or a real disk to see one group commit per batch). A third figure adds up
+//! the CPU time both threads spent on each batch (the request thread's own clock plus the
+//! store writer's `schedstat`): the cost on one core, without the time either waited for a CPU.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,27 +75,35 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         bodies[0].1,
         6.5
     );
-    let (prepare, total) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
-            let mut prepare = Vec::with_capacity(args.batches);
-            let mut total = Vec::with_capacity(args.batches);
-            for i in 0..args.batches {
-                let (body, _) = &bodies[i % bodies.len()];
-                let started = Instant::now();
-                let now = clock.now();
-                let prepared = prepare_batch(body, &folder, &directory, &keyer, now)
-                    .map_err(|e| anyhow::anyhow!(e.message))?;
-                prepare.push(started.elapsed().as_nanos() as u64);
-                store.write_blocking(WriteBatch {
-                    at: now,
-                    mutations: prepared.mutations,
-                })?;
-                total.push(started.elapsed().as_nanos() as u64);
+    let writer = writer_thread_schedstat();
+    let (prepare, total, cpu) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut prepare = Vec::with_capacity(args.batches);
+        let mut total = Vec::with_capacity(args.batches);
+        let mut cpu = Vec::with_capacity(args.batches);
+        for i in 0..args.batches {
+            let (body, _) = &bodies[i % bodies.len()];
+            let writer_before = writer.as_deref().and_then(on_cpu_ns);
+            let cpu_before = thread_cpu_ns();
+            let started = Instant::now();
+            let now = clock.now();
+            let prepared = prepare_batch(body, &folder, &directory, &keyer, now)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            prepare.push(started.elapsed().as_nanos() as u64);
+            store.write_blocking(WriteBatch {
+                at: now,
+                mutations: prepared.mutations,
+            })?;
+            total.push(started.elapsed().as_nanos() as u64);
+            let own = thread_cpu_ns() - cpu_before;
+            let writer_after = writer.as_deref().and_then(on_cpu_ns);
+            if let (Some(before), Some(after)) = (writer_before, writer_after) {
+                cpu.push(own + after.saturating_sub(before));
             }
-            store.shutdown_blocking()?;
-            Ok((prepare, total))
-        })
-        .await??;
+        }
+        store.shutdown_blocking()?;
+        Ok((prepare, total, cpu))
+    })
+    .await??;
     let report = |name: &str, mut samples: Vec<u64>| {
         samples.sort_unstable();
         println!(
@@ -105,5 +115,38 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     };
     report("parse + resolve (request path before the store)", prepare);
     report("parse + resolve + durable apply", total);
+    if !cpu.is_empty() {
+        report("  CPU time of the above (this thread + writer)", cpu);
+    }
     Ok(())
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The `schedstat` file of the profile store's writer thread (Linux), found by its name.
+fn writer_thread_schedstat() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        (comm.trim() == "profile-writer").then(|| path.join("schedstat"))
+    })
+}
+
+/// Time a thread has spent on a CPU (first field of its `schedstat`), in nanoseconds.
+fn on_cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(schedstat)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -347,8 +347,9 @@ impl EmbeddedProfileStore {
             floor_ms,
             wal_bytes.saturating_sub(wal::SEGMENT_HEADER),
         );
+        // Thread names stay within Linux's 15 visible characters, so tools can tell them apart.
         let writer = std::thread::Builder::new()
-            .name("segmart-profile-writer".into())
+            .name("profile-writer".into())
             .spawn(move || writer.run())?;
         let cleanup_stop = Arc::new(StopSignal::default());
         let cleanup = {
@@ -357,7 +358,7 @@ impl EmbeddedProfileStore {
             let clock = Arc::clone(&clock);
             let stop = Arc::clone(&cleanup_stop);
             std::thread::Builder::new()
-                .name("segmart-profile-cleanup".into())
+                .name("profile-cleanup".into())
                 .spawn(move || cleanup_loop(&shared, &sender, clock.as_ref(), &stop))?
         };
         Ok(EmbeddedProfileStore {
