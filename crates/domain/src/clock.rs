@@ -11,18 +11,23 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    #[inline]
     pub const fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
     }
+    #[inline]
     pub const fn from_secs(secs: i64) -> Self {
         Timestamp(secs * 1000)
     }
+    #[inline]
     pub const fn millis(self) -> i64 {
         self.0
     }
+    #[inline]
     pub const fn secs(self) -> i64 {
         self.0.div_euclid(1000)
     }
+    #[inline]
     pub const fn plus_secs(self, secs: i64) -> Self {
         Timestamp(self.0.saturating_add(secs.saturating_mul(1000)))
     }
