@@ -17,8 +17,10 @@
 //!   with a newer DATE.
 //! - **Whole or nothing for unreadable files.** A data file is inflated to its end before
 //!   anything is applied ([`pipeline::check_gzip`]): a file that is not gzip, is truncated or is
-//!   corrupt is rejected whole. A taxonomy is validated whole and applied in one catalog
-//!   transaction.
+//!   corrupt is rejected whole. Its lines are resolved while the check runs
+//!   ([`pipeline::ParseAhead`]), but the batches are held (at most
+//!   [`IngestSettings::resolve_ahead_bytes`]) and written only once the check passed. A
+//!   taxonomy is validated whole and applied in one catalog transaction.
 //! - **Bad lines never abort a file.** Each is counted by reason and written, with its line
 //!   number and content, to `<data_dir>/ingest/rejects/<provider>/<file_id>.tsv`.
 //! - **Crash safety.** A delivery records its `apply_at` before its first write, and every

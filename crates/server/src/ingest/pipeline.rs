@@ -1,12 +1,16 @@
-//! One data file, start to finish: check the gzip stream whole, then stream it once more through
-//! parse → resolve → key → durable write, with every rejected line written to the rejects file.
+//! One data file, start to finish: check the gzip stream whole while the parse side follows the
+//! inflated text (parse → resolve → key → write batches), then write the batches to the store,
+//! with every rejected line written to the rejects file.
 //!
-//! The parse side runs on a blocking thread (with inflate on a thread of its own, see
-//! [`BatchReader::spawn`]); it hands [`WriteBatch`]es of [`IngestSettings::batch_lines`] lines to
-//! the async side, which writes them to the profile store one after the other, in file order, so
-//! a later line about the same profile always lands after an earlier one. The parse side works
-//! on the next batch while the store commits the previous one; memory holds at most a few
-//! batches, whatever the file size.
+//! The check ([`check_gzip`]) inflates on a thread of its own and writes the text beside the
+//! spooled file; the parse side ([`ParseAhead`]) runs on a blocking thread from the start and
+//! reads that text as it is written ([`TextFeed`]). Until the check has passed it only holds the
+//! [`WriteBatch`]es of [`IngestSettings::batch_lines`](super::IngestSettings::batch_lines) lines it
+//! resolves, at most [`ParseContext::ahead_bytes`] of them, waiting when the bound is reached;
+//! [`apply_data_file`] then writes them to the profile store one after the other, in file order,
+//! so a later line about the same profile always lands after an earlier one, while the parse
+//! side goes on. A failed check drops them ([`ParseAhead::abandon`]): nothing is written. Memory
+//! holds at most the bound of batches, whatever the file size.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -430,6 +434,9 @@ fn check_and_keep_text(
     Ok(checked)
 }
 
+/// A line of the text: number, bytes (line end included), full length when it was cut.
+type TextLine<'a> = (u64, &'a [u8], Option<u64>);
+
 /// Lines of the check pass's inflated text, read as the check writes it, sliced from one
 /// reusable buffer (the text holds no line longer than the reader's limit).
 struct TextLines {
@@ -508,7 +515,7 @@ impl TextLines {
 
     /// The next line: its number, bytes (line end included) and, when it was cut for being too
     /// long, its full length.
-    fn next_line(&mut self) -> Result<Option<(u64, &[u8], Option<u64>)>, PipelineError> {
+    fn next_line(&mut self) -> Result<Option<TextLine<'_>>, PipelineError> {
         use std::io::Read;
         loop {
             if let Some(at) = memchr::memchr(b'\n', &self.buffer[self.start..self.end]) {
@@ -553,7 +560,7 @@ impl TextLines {
         }
     }
 
-    fn hand_out(&mut self, line_start: usize) -> (u64, &[u8], Option<u64>) {
+    fn hand_out(&mut self, line_start: usize) -> TextLine<'_> {
         self.number += 1;
         let overlong = match self.overlong.front() {
             Some(&(number, length)) if number == self.number => {
