@@ -90,6 +90,9 @@ pub struct IngestConfig {
     pub poll_interval_ms: u64,
     /// Lines per durable profile-store write.
     pub batch_lines: usize,
+    /// Bytes of resolved write batches a data file's parse side may hold ahead of the store,
+    /// most of all while the gzip check runs (nothing is written before it passed).
+    pub resolve_ahead_bytes: u64,
     /// Largest accepted HTTP upload.
     pub max_upload_bytes: u64,
     /// Largest accepted taxonomy file.
@@ -103,6 +106,7 @@ impl Default for IngestConfig {
             watch_drop_dir: true,
             poll_interval_ms: 1000,
             batch_lines: 32_768,
+            resolve_ahead_bytes: 128 << 20,
             max_upload_bytes: 64 << 30,
             max_taxonomy_bytes: 64 << 20,
         }
@@ -120,6 +124,7 @@ impl IngestConfig {
         });
         settings.poll_interval = std::time::Duration::from_millis(self.poll_interval_ms);
         settings.batch_lines = self.batch_lines;
+        settings.resolve_ahead_bytes = self.resolve_ahead_bytes;
         settings.max_upload_bytes = self.max_upload_bytes;
         settings.max_taxonomy_bytes = self.max_taxonomy_bytes;
         settings

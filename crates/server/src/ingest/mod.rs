@@ -17,8 +17,10 @@
 //!   with a newer DATE.
 //! - **Whole or nothing for unreadable files.** A data file is inflated to its end before
 //!   anything is applied ([`pipeline::check_gzip`]): a file that is not gzip, is truncated or is
-//!   corrupt is rejected whole. A taxonomy is validated whole and applied in one catalog
-//!   transaction.
+//!   corrupt is rejected whole. Its lines are resolved while the check runs
+//!   ([`pipeline::ParseAhead`]), but the batches are held (at most
+//!   [`IngestSettings::resolve_ahead_bytes`]) and written only once the check passed. A
+//!   taxonomy is validated whole and applied in one catalog transaction.
 //! - **Bad lines never abort a file.** Each is counted by reason and written, with its line
 //!   number and content, to `<data_dir>/ingest/rejects/<provider>/<file_id>.tsv`.
 //! - **Crash safety.** A delivery records its `apply_at` before its first write, and every
@@ -61,6 +63,10 @@ pub struct IngestSettings {
     pub poll_interval: Duration,
     /// Lines per profile-store write batch.
     pub batch_lines: usize,
+    /// Bytes of resolved write batches the parse side may hold ahead of the store: while the
+    /// check pass runs (nothing may be written then) and after it. When the bound is reached
+    /// the parse side waits; the lines it has not resolved yet are in the check's text file.
+    pub resolve_ahead_bytes: u64,
     /// Largest accepted upload, in bytes.
     pub max_upload_bytes: u64,
     /// Largest accepted taxonomy file, in bytes.
@@ -74,6 +80,7 @@ impl IngestSettings {
             drop_dir: None,
             poll_interval: Duration::from_millis(1000),
             batch_lines: 32_768,
+            resolve_ahead_bytes: 128 << 20,
             max_upload_bytes: 64 << 30,
             max_taxonomy_bytes: 64 << 20,
         }
@@ -543,20 +550,36 @@ pub async fn process(state: &AppState, file: IngestFile) -> Result<IngestFile, D
             }
             hub.progress.reset(&file.name, file.bytes, Phase::Checking);
             hub.progress.lines_total.store(0, Ordering::Relaxed);
-            let check_spool = spool.clone();
             let text = spool.with_extension("txt");
+            // The parse side starts now and resolves lines from the check's inflated text as
+            // it is written, against the segment table taken above (taxonomies are deliveries
+            // of their own, applied before this file starts). What it resolves waits, bounded,
+            // until the check has passed: nothing reaches the store before.
+            let context = ParseContext {
+                path: spool.clone(),
+                rejects_path: hub.settings.rejects_path(file.provider, &file.file_id),
+                targets,
+                keyer: state.keyer.clone(),
+                matcher: hub.matcher.clone(),
+                apply_at,
+                batch_lines: hub.settings.batch_lines,
+                ahead_bytes: hub.settings.resolve_ahead_bytes,
+            };
+            let feed = pipeline::TextFeed::new();
+            let ahead = pipeline::ParseAhead::start(context, text.clone(), feed.clone());
+            let check_spool = spool.clone();
             let check_text = text.clone();
             let progress = hub.progress.clone();
             let stop = hub.stop.clone();
             let checked = tokio::task::spawn_blocking(move || {
-                pipeline::check_gzip(&check_spool, &check_text, &progress, &stop)
+                pipeline::check_gzip(&check_spool, &check_text, &progress, &stop, &feed)
             })
-            .await
-            .map_err(|e| retry(&e))?;
+            .await;
             let check_millis = started.elapsed().as_millis() as u64;
             let checked = match checked {
-                Ok(checked) => checked,
-                Err(error) => {
+                Ok(Ok(checked)) => checked,
+                Ok(Err(error)) => {
+                    ahead.abandon().await;
                     hub.progress.set_phase(Phase::Idle);
                     return match error.rejection() {
                         Some(rejection) => {
@@ -576,24 +599,25 @@ pub async fn process(state: &AppState, file: IngestFile) -> Result<IngestFile, D
                         None => Err(retry(&error)),
                     };
                 }
+                Err(error) => {
+                    ahead.abandon().await;
+                    let _ = std::fs::remove_file(&text);
+                    hub.progress.set_phase(Phase::Idle);
+                    return Err(retry(&error));
+                }
             };
             hub.progress
                 .lines_total
                 .store(checked.lines, Ordering::Relaxed);
             hub.progress.set_phase(Phase::Applying);
-            let context = ParseContext {
-                path: spool.clone(),
+            let applied = pipeline::apply_data_file(
+                ahead,
                 checked,
-                rejects_path: hub.settings.rejects_path(file.provider, &file.file_id),
-                targets,
-                keyer: state.keyer.clone(),
-                matcher: hub.matcher.clone(),
-                apply_at,
-                batch_lines: hub.settings.batch_lines,
-                progress: hub.progress.clone(),
-            };
-            let applied =
-                pipeline::apply_data_file(context, state.profiles.clone(), hub.stop.clone()).await;
+                state.profiles.clone(),
+                hub.stop.clone(),
+                hub.progress.clone(),
+            )
+            .await;
             hub.progress.set_phase(Phase::Idle);
             // The inflated text is needed no more (a redo writes it again).
             let _ = std::fs::remove_file(&text);

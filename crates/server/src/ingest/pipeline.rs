@@ -1,12 +1,16 @@
-//! One data file, start to finish: check the gzip stream whole, then stream it once more through
-//! parse → resolve → key → durable write, with every rejected line written to the rejects file.
+//! One data file, start to finish: check the gzip stream whole while the parse side follows the
+//! inflated text (parse → resolve → key → write batches), then write the batches to the store,
+//! with every rejected line written to the rejects file.
 //!
-//! The parse side runs on a blocking thread (with inflate on a thread of its own, see
-//! [`BatchReader::spawn`]); it hands [`WriteBatch`]es of [`IngestSettings::batch_lines`] lines to
-//! the async side, which writes them to the profile store one after the other, in file order, so
-//! a later line about the same profile always lands after an earlier one. The parse side works
-//! on the next batch while the store commits the previous one; memory holds at most a few
-//! batches, whatever the file size.
+//! The check ([`check_gzip`]) inflates on a thread of its own and writes the text beside the
+//! spooled file; the parse side ([`ParseAhead`]) runs on a blocking thread from the start and
+//! reads that text as it is written ([`TextFeed`]). Until the check has passed it only holds the
+//! [`WriteBatch`]es of [`IngestSettings::batch_lines`](super::IngestSettings::batch_lines) lines it
+//! resolves, at most [`ParseContext::ahead_bytes`] of them, waiting when the bound is reached;
+//! [`apply_data_file`] then writes them to the profile store one after the other, in file order,
+//! so a later line about the same profile always lands after an earlier one, while the parse
+//! side goes on. A failed check drops them ([`ParseAhead::abandon`]): nothing is written. Memory
+//! holds at most the bound of batches, whatever the file size.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -111,16 +115,17 @@ impl Targets {
 
 /// What the parse side needs.
 pub struct ParseContext {
+    /// The spooled gzip file (inflated again only when the check's text could not be kept).
     pub path: PathBuf,
-    /// What the check pass left: the inflated text to read instead of inflating again.
-    pub checked: Checked,
     pub rejects_path: PathBuf,
     pub targets: Targets,
     pub keyer: ProfileKeyer,
     pub matcher: Arc<dyn UserMatcher>,
     pub apply_at: Timestamp,
     pub batch_lines: usize,
-    pub progress: Arc<IngestProgress>,
+    /// Bytes of resolved write batches the parse side may hold ahead of the store
+    /// ([`IngestSettings::resolve_ahead_bytes`](super::IngestSettings::resolve_ahead_bytes)).
+    pub ahead_bytes: u64,
 }
 
 /// The counts of a data file as the parse side keeps them.
@@ -192,6 +197,10 @@ pub enum PipelineError {
     /// Stopped on request (shutdown): the delivery stays applying and is redone.
     #[error("stopped before the end of the file")]
     Stopped,
+    /// The check pass could not keep the inflated text the parse side was following (a full
+    /// disk); the parse side starts again from the gzip file once the check is over.
+    #[error("the check pass could not keep the inflated text")]
+    TextLost,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -218,30 +227,121 @@ impl PipelineError {
 pub struct Checked {
     /// Lines in the file, header included.
     pub lines: u64,
-    /// The inflated text, when it could be written: the apply pass then reads it instead of
-    /// inflating the file a second time. Removed once the file is applied.
+    /// The inflated text, when it could be kept whole: the parse side reads it (from the first
+    /// line while the check still runs) instead of inflating the file a second time. Removed
+    /// once the file is applied.
     pub text: Option<PathBuf>,
     /// Lines longer than the reader's limit (number, full length): the text holds only their
-    /// first KiB, and the apply pass rejects them as the reader would have.
+    /// first KiB, and the parse side rejects them as the reader would have.
     pub overlong: Vec<(u64, u64)>,
     /// Bytes of inflated text.
     pub text_bytes: u64,
 }
 
+/// How the check pass ended for the parse side following its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FeedEnd {
+    /// The check passed and the text is whole.
+    Complete,
+    /// The text could not be kept: the check goes on, the follower gives up.
+    Lost,
+    /// The check failed or was stopped: nothing of the file may be applied.
+    Failed,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    /// The text file exists and may be opened.
+    opened: bool,
+    /// Bytes of text in the file so far: a follower may read this far.
+    written: u64,
+    /// Over-long lines so far (number, full length), in line order. An entry is added before
+    /// any byte of its line is counted in `written`.
+    overlong: Vec<(u64, u64)>,
+    end: Option<FeedEnd>,
+    /// How far the follower has read (it waits for more here).
+    consumed: u64,
+}
+
+/// The check pass's inflated text as it grows, for the parse side to resolve lines while the
+/// check still runs (on the core the single-threaded inflate leaves idle).
+#[derive(Debug, Default)]
+pub struct TextFeed {
+    state: parking_lot::Mutex<FeedState>,
+    changed: parking_lot::Condvar,
+}
+
+impl TextFeed {
+    pub fn new() -> Arc<TextFeed> {
+        Arc::new(TextFeed::default())
+    }
+
+    fn opened(&self) {
+        self.state.lock().opened = true;
+        self.changed.notify_all();
+    }
+
+    /// `written` bytes are in the file; `overlong` are the over-long lines not published yet.
+    fn publish(&self, written: u64, overlong: &[(u64, u64)]) {
+        let mut state = self.state.lock();
+        state.overlong.extend_from_slice(overlong);
+        state.written = written;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Records how the check ended; the first end recorded stands.
+    fn end(&self, end: FeedEnd) {
+        let mut state = self.state.lock();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the follower has read `bytes` of text or the feed ended (for tests).
+    #[cfg(test)]
+    fn wait_consumed(&self, bytes: u64) {
+        let mut state = self.state.lock();
+        while state.consumed < bytes && state.end.is_none() {
+            self.changed.wait(&mut state);
+        }
+    }
+}
+
+/// Ends the feed as failed when the check leaves early (an error, a stop, a panic).
+struct FeedGuard<'f>(&'f TextFeed);
+
+impl Drop for FeedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end(FeedEnd::Failed);
+    }
+}
+
 /// The first pass: inflates the whole file without parsing, so a file that is not gzip, is
 /// truncated or is corrupt is refused before anything is applied. The inflated lines are kept
-/// in `text` (beside the spooled file) for the apply pass; if that cannot be written (a full
-/// disk), the check goes on and the apply pass inflates again.
+/// in `text` (beside the spooled file) and published to `feed` as they are written, for the
+/// parse side to follow; if the text cannot be written (a full disk), the check goes on and the
+/// parse side inflates again once it is over.
 pub fn check_gzip(
     path: &Path,
     text: &Path,
     progress: &IngestProgress,
     stop: &std::sync::atomic::AtomicBool,
+    feed: &TextFeed,
 ) -> Result<Checked, PipelineError> {
-    let checked = check_and_keep_text(path, text, progress, stop);
-    if checked.is_err() {
-        let _ = std::fs::remove_file(text);
+    let guard = FeedGuard(feed);
+    let checked = check_and_keep_text(path, text, progress, stop, feed);
+    match &checked {
+        Ok(checked) if checked.text.is_some() => feed.end(FeedEnd::Complete),
+        Ok(_) => feed.end(FeedEnd::Lost),
+        Err(_) => {
+            feed.end(FeedEnd::Failed);
+            let _ = std::fs::remove_file(text);
+        }
     }
+    drop(guard);
     checked
 }
 
@@ -250,18 +350,29 @@ fn check_and_keep_text(
     text: &Path,
     progress: &IngestProgress,
     stop: &std::sync::atomic::AtomicBool,
+    feed: &TextFeed,
 ) -> Result<Checked, PipelineError> {
     let file = File::open(path)?;
     // Inflating runs on a thread of its own; this one writes the text.
     let mut lines = ParallelGzipLines::spawn(file)?;
     let mut checked = Checked::default();
+    let lose_text = |error: &dyn std::fmt::Display| {
+        tracing::warn!(%error, "cannot keep the inflated text; the apply pass inflates again");
+        feed.end(FeedEnd::Lost);
+        let _ = std::fs::remove_file(text);
+    };
     let mut out = match File::create(text) {
-        Ok(file) => Some(BufWriter::with_capacity(1 << 20, file)),
+        Ok(file) => {
+            feed.opened();
+            Some(BufWriter::with_capacity(1 << 20, file))
+        }
         Err(error) => {
-            tracing::warn!(%error, "cannot keep the inflated text; the apply pass inflates again");
+            lose_text(&error);
             None
         }
     };
+    // Bytes handed to the writer (line ends included), and what the feed was last told.
+    let (mut pushed, mut published, mut published_overlong) = (0u64, 0u64, 0usize);
     while let Some(span) = lines.advance()? {
         checked.lines += 1;
         if let Some(writer) = out.as_mut() {
@@ -270,15 +381,26 @@ fn check_and_keep_text(
                 checked.overlong.push((line.number, length));
             }
             let mut written = writer.write_all(line.bytes);
+            let mut length = line.bytes.len() as u64;
             if written.is_ok() && line.bytes.last() != Some(&b'\n') {
                 written = writer.write_all(b"\n");
+                length += 1;
             }
             match written {
-                Ok(()) => checked.text_bytes += line.bytes.len() as u64,
+                Ok(()) => {
+                    checked.text_bytes += line.bytes.len() as u64;
+                    pushed += length;
+                    // What the writer no longer buffers is in the file.
+                    let in_file = pushed - writer.buffer().len() as u64;
+                    if in_file != published {
+                        feed.publish(in_file, &checked.overlong[published_overlong..]);
+                        published = in_file;
+                        published_overlong = checked.overlong.len();
+                    }
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot keep the inflated text; the apply pass inflates again");
+                    lose_text(&error);
                     out = None;
-                    let _ = std::fs::remove_file(text);
                 }
             }
         }
@@ -287,7 +409,6 @@ fn check_and_keep_text(
                 .bytes_done
                 .store(lines.progress().bytes_in, Ordering::Relaxed);
             if stop.load(Ordering::Relaxed) {
-                let _ = std::fs::remove_file(text);
                 return Err(PipelineError::Stopped);
             }
         }
@@ -297,51 +418,105 @@ fn check_and_keep_text(
         .store(lines.progress().bytes_in, Ordering::Relaxed);
     if let Some(writer) = out {
         match writer.into_inner() {
-            Ok(_) => checked.text = Some(text.to_path_buf()),
-            Err(error) => {
-                tracing::warn!(error = %error.error(), "cannot keep the inflated text");
-                let _ = std::fs::remove_file(text);
+            Ok(_) => {
+                feed.publish(pushed, &checked.overlong[published_overlong..]);
+                checked.text = Some(text.to_path_buf());
             }
+            Err(error) => lose_text(&error.error()),
         }
     }
     Ok(checked)
 }
 
-/// Lines of a plain text file, sliced from one reusable buffer (the text spool holds no line
-/// longer than the reader's limit).
+/// A line of the text: number, bytes (line end included), full length when it was cut.
+type TextLine<'a> = (u64, &'a [u8], Option<u64>);
+
+/// Lines of the check pass's inflated text, read as the check writes it, sliced from one
+/// reusable buffer (the text holds no line longer than the reader's limit).
 struct TextLines {
     file: File,
+    feed: Arc<TextFeed>,
     buffer: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes read from the file so far, and how far the feed allows reading.
+    read: u64,
+    readable: u64,
+    /// The feed is complete and everything it published is read.
     eof: bool,
+    /// Over-long lines known so far and not passed yet, and how many the feed listed.
+    overlong: std::collections::VecDeque<(u64, u64)>,
+    overlong_seen: usize,
     number: u64,
     /// Bytes handed out so far.
     offset: u64,
 }
 
 impl TextLines {
-    fn open(path: &Path) -> std::io::Result<Self> {
+    /// Opens the text once the check has created it.
+    fn follow(path: &Path, feed: Arc<TextFeed>) -> Result<Self, PipelineError> {
+        {
+            let mut state = feed.state.lock();
+            loop {
+                match state.end {
+                    Some(FeedEnd::Lost) => return Err(PipelineError::TextLost),
+                    Some(FeedEnd::Failed) => return Err(PipelineError::Stopped),
+                    _ if state.opened => break,
+                    _ => feed.changed.wait(&mut state),
+                }
+            }
+        }
         Ok(TextLines {
             file: File::open(path)?,
+            feed,
             buffer: vec![0; 1 << 20],
             start: 0,
             end: 0,
+            read: 0,
+            readable: 0,
             eof: false,
+            overlong: Default::default(),
+            overlong_seen: 0,
             number: 0,
             offset: 0,
         })
     }
 
-    fn next_line(&mut self) -> std::io::Result<Option<(u64, &[u8])>> {
+    /// Waits until the check has written more text than was read, or has ended.
+    fn wait_for_text(&mut self) -> Result<(), PipelineError> {
+        let mut state = self.feed.state.lock();
+        state.consumed = self.read;
+        self.feed.changed.notify_all();
+        loop {
+            if state.written > self.read {
+                self.readable = state.written;
+                self.overlong
+                    .extend(state.overlong[self.overlong_seen..].iter().copied());
+                self.overlong_seen = state.overlong.len();
+                return Ok(());
+            }
+            match state.end {
+                Some(FeedEnd::Complete) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Some(FeedEnd::Lost) => return Err(PipelineError::TextLost),
+                Some(FeedEnd::Failed) => return Err(PipelineError::Stopped),
+                None => self.feed.changed.wait(&mut state),
+            }
+        }
+    }
+
+    /// The next line: its number, bytes (line end included) and, when it was cut for being too
+    /// long, its full length.
+    fn next_line(&mut self) -> Result<Option<TextLine<'_>>, PipelineError> {
         use std::io::Read;
         loop {
             if let Some(at) = memchr::memchr(b'\n', &self.buffer[self.start..self.end]) {
                 let line_start = self.start;
                 self.start += at + 1;
-                self.number += 1;
                 self.offset += (at + 1) as u64;
-                return Ok(Some((self.number, &self.buffer[line_start..self.start])));
+                return Ok(Some(self.hand_out(line_start)));
             }
             if self.eof {
                 if self.start == self.end {
@@ -350,8 +525,11 @@ impl TextLines {
                 let line_start = self.start;
                 self.offset += (self.end - self.start) as u64;
                 self.start = self.end;
-                self.number += 1;
-                return Ok(Some((self.number, &self.buffer[line_start..self.end])));
+                return Ok(Some(self.hand_out(line_start)));
+            }
+            if self.read == self.readable {
+                self.wait_for_text()?;
+                continue;
             }
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -360,51 +538,280 @@ impl TextLines {
                 let grown = self.buffer.len() * 2;
                 self.buffer.resize(grown, 0);
             }
-            let read = self.file.read(&mut self.buffer[self.end..])?;
+            let room = (self.buffer.len() - self.end).min((self.readable - self.read) as usize);
+            let read = self
+                .file
+                .read(&mut self.buffer[self.end..self.end + room])?;
             if read == 0 {
-                self.eof = true;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the inflated text is shorter than the check pass wrote",
+                )
+                .into());
             }
+            self.read += read as u64;
             self.end += read;
         }
     }
+
+    fn hand_out(&mut self, line_start: usize) -> TextLine<'_> {
+        self.number += 1;
+        let overlong = match self.overlong.front() {
+            Some(&(number, length)) if number == self.number => {
+                self.overlong.pop_front();
+                Some(length)
+            }
+            _ => None,
+        };
+        (self.number, &self.buffer[line_start..self.start], overlong)
+    }
 }
 
-/// Applies a checked data file: the whole second pass. Returns the counts once every batch is
-/// durable and the rejects file is on disk.
+/// How many bytes of resolved batches the parse side holds ahead of the store.
+#[derive(Debug)]
+struct Budget {
+    limit: u64,
+    state: parking_lot::Mutex<BudgetState>,
+    freed: parking_lot::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    used: u64,
+    /// The most ever held at once.
+    peak: u64,
+    closed: bool,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            state: Default::default(),
+            freed: Default::default(),
+        })
+    }
+
+    /// Waits until `bytes` more fit (one batch always fits when nothing is held, however
+    /// small the limit); `false` when the consumer is gone.
+    fn acquire(&self, bytes: u64) -> bool {
+        let mut state = self.state.lock();
+        while !state.closed && state.used > 0 && state.used + bytes > self.limit {
+            self.freed.wait(&mut state);
+        }
+        if state.closed {
+            return false;
+        }
+        state.used += bytes;
+        state.peak = state.peak.max(state.used);
+        true
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut state = self.state.lock();
+        state.used = state.used.saturating_sub(bytes);
+        drop(state);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Closes the budget when the consuming side goes away, so a parser waiting for room wakes.
+struct BudgetCloser(Arc<Budget>);
+
+impl Drop for BudgetCloser {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Where in the input a shipped batch ends, for progress.
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    /// Bytes of inflated text.
+    Text(u64),
+    /// Bytes of the gzip file.
+    Compressed(u64),
+}
+
+/// A batch on its way from the parse side to the store, with the budget bytes it holds and
+/// how far into the file it goes. An empty batch only reports progress (a stretch of rejected
+/// lines).
+struct Shipped {
+    batch: WriteBatch,
+    bytes: u64,
+    through_line: u64,
+    position: Position,
+}
+
+/// Budget bytes charged for a progress-only item.
+const EMPTY_SHIPMENT_BYTES: u64 = 64;
+
+/// Lines after which the parse side reports progress even when it ships no batch.
+const PROGRESS_LINES: u64 = 65_536;
+
+/// Memory a resolved mutation holds (its slot in the batch and its lists).
+fn mutation_bytes(mutation: &ProfileMutation) -> u64 {
+    let lists = match mutation {
+        ProfileMutation::Update { update, .. } => {
+            update.add.capacity() * std::mem::size_of::<(SegmentNum, Timestamp)>()
+                + update.remove.capacity() * std::mem::size_of::<SegmentNum>()
+        }
+        ProfileMutation::Delete { .. } => 0,
+    };
+    (std::mem::size_of::<ProfileMutation>() + lists) as u64
+}
+
+/// Where the parse side reads lines from.
+enum Input {
+    /// The check pass's text, followed as it is written.
+    Text { path: PathBuf, feed: Arc<TextFeed> },
+    /// The gzip file, inflated again (the text could not be kept).
+    Gzip,
+}
+
+/// The parse side of a data file, started before the check pass is over: it resolves lines
+/// from the check's text as the check writes it and holds the resolved batches, at most
+/// [`ParseContext::ahead_bytes`] of them, until [`apply_data_file`] is allowed to write them
+/// (the check passed) or [`ParseAhead::abandon`] throws them away (it failed). When the bound
+/// is reached the parser waits: the lines it has not resolved yet are in the text file already.
+pub struct ParseAhead {
+    parser: tokio::task::JoinHandle<(Result<DataCounts, PipelineError>, ParseContext)>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<Shipped>,
+    budget: BudgetCloser,
+    rejects_path: PathBuf,
+}
+
+impl ParseAhead {
+    /// Starts resolving the lines the check pass writes to `text` (reported through `feed`).
+    pub fn start(context: ParseContext, text: PathBuf, feed: Arc<TextFeed>) -> ParseAhead {
+        Self::spawn(context, Input::Text { path: text, feed })
+    }
+
+    fn spawn(context: ParseContext, input: Input) -> ParseAhead {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let budget = Budget::new(context.ahead_bytes);
+        let rejects_path = context.rejects_path.clone();
+        let outbox = Outbox {
+            sender,
+            budget: budget.clone(),
+        };
+        let parser = tokio::task::spawn_blocking(move || {
+            let parsed = parse_file(&context, input, outbox);
+            (parsed, context)
+        });
+        ParseAhead {
+            parser,
+            receiver,
+            budget: BudgetCloser(budget),
+            rejects_path,
+        }
+    }
+
+    /// The most bytes of resolved batches held at once so far.
+    pub fn peak_bytes(&self) -> u64 {
+        self.budget.0.state.lock().peak
+    }
+
+    /// Stops the parse side and throws away everything it resolved: nothing was written to the
+    /// store, and the rejects file it began is removed. Returns the context for another start.
+    pub async fn abandon(self) -> Option<ParseContext> {
+        let ParseAhead {
+            parser,
+            receiver,
+            budget,
+            rejects_path,
+        } = self;
+        drop(receiver);
+        drop(budget);
+        let context = parser.await.ok().map(|(_, context)| context);
+        let _ = std::fs::remove_file(&rejects_path);
+        context
+    }
+}
+
+/// Applies a checked data file: writes the batches the parse side resolved during the check,
+/// then the rest as it resolves them, in file order. Returns the counts once every batch is
+/// durable and the rejects file is on disk. Nothing is written before this is called, i.e.
+/// before the check passed.
 pub async fn apply_data_file(
-    context: ParseContext,
+    ahead: ParseAhead,
+    checked: Checked,
     profiles: Arc<dyn ProfileStore>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<IngestProgress>,
 ) -> Result<DataCounts, PipelineError> {
-    let (batches, mut receiver) = tokio::sync::mpsc::channel::<WriteBatch>(3);
-    let progress = context.progress.clone();
-    let parser = tokio::task::spawn_blocking(move || parse_file(context, batches));
+    let mut ahead = ahead;
+    if checked.text.is_none() {
+        // The text the parse side followed is gone (or never was): throw its work away, nothing
+        // being written yet, and parse again from the gzip file.
+        let context = ahead.abandon().await.ok_or_else(|| {
+            PipelineError::Io(std::io::Error::other("the parse side stopped unexpectedly"))
+        })?;
+        ahead = ParseAhead::spawn(context, Input::Gzip);
+    }
+    let ParseAhead {
+        parser,
+        mut receiver,
+        budget,
+        ..
+    } = ahead;
+    let compressed = progress.bytes_total.load(Ordering::Relaxed);
+    let scale = compressed as f64 / checked.text_bytes.max(1) as f64;
     let mut written = Ok(());
-    while let Some(batch) = receiver.recv().await {
-        let lines = batch.mutations.len() as u64;
+    while let Some(shipped) = receiver.recv().await {
         if stop.load(Ordering::Relaxed) {
             written = Err(PipelineError::Stopped);
             break;
         }
+        let lines = shipped.batch.mutations.len() as u64;
         // A full store queue (`Saturated`) accepted nothing of the batch; the worker then redoes
         // the whole file after a pause, which blind writes make safe.
-        if let Err(error) = profiles.write(batch).await {
+        if lines > 0
+            && let Err(error) = profiles.write(shipped.batch).await
+        {
             written = Err(PipelineError::Store(error));
             break;
         }
+        budget.0.release(shipped.bytes);
         progress.lines_applied.fetch_add(lines, Ordering::Relaxed);
+        progress
+            .lines_done
+            .store(shipped.through_line, Ordering::Relaxed);
+        let done = match shipped.position {
+            Position::Text(offset) => (offset as f64 * scale) as u64,
+            Position::Compressed(bytes) => bytes,
+        };
+        progress.bytes_done.store(done, Ordering::Relaxed);
     }
-    // Dropping the receiver makes the parser's next send fail, so it stops early on an error.
+    // Dropping the receiver and closing the budget make the parser's next send or wait fail,
+    // so it stops early on an error.
     drop(receiver);
-    let parsed = parser
+    drop(budget);
+    let (parsed, _) = parser
         .await
         .map_err(|error| PipelineError::Io(std::io::Error::other(error.to_string())))?;
     written?;
-    parsed
+    let counts = parsed?;
+    progress
+        .lines_done
+        .store(counts.lines_read, Ordering::Relaxed);
+    progress.bytes_done.store(compressed, Ordering::Relaxed);
+    Ok(counts)
 }
 
 /// Header of the rejects file.
 pub const REJECTS_HEADER: &str = "line\treason\tmessage\tcontent\n";
+
+/// The parse side's end of the way to the store.
+struct Outbox {
+    sender: tokio::sync::mpsc::UnboundedSender<Shipped>,
+    budget: Arc<Budget>,
+}
 
 /// Turns parsed and rejected lines into store batches and rejects-file rows.
 struct LineHandler<'c> {
@@ -413,15 +820,19 @@ struct LineHandler<'c> {
     matcher: &'c dyn UserMatcher,
     apply_at: Timestamp,
     batch_lines: usize,
-    batches: &'c tokio::sync::mpsc::Sender<WriteBatch>,
+    outbox: Outbox,
     rejects: BufWriter<File>,
     counts: DataCounts,
     mutations: Vec<ProfileMutation>,
+    /// Memory the batch being filled holds.
+    batch_bytes: u64,
+    /// The last line the previous shipment covered.
+    shipped_through: u64,
 }
 
 impl LineHandler<'_> {
-    /// Handles one line; `true` when a batch was just shipped.
-    fn handle(&mut self, item: BatchItem<'_>) -> Result<bool, PipelineError> {
+    /// Handles one line.
+    fn handle(&mut self, item: BatchItem<'_>) -> Result<(), PipelineError> {
         let counts = &mut self.counts;
         match item {
             BatchItem::Rejected(rejection) => {
@@ -449,6 +860,7 @@ impl LineHandler<'_> {
                         counts.lines_applied += 1;
                         counts.memberships_added += line.add().len() as u64;
                         counts.memberships_removed += line.remove().len() as u64;
+                        self.batch_bytes += mutation_bytes(&mutation);
                         self.mutations.push(mutation);
                     }
                     Err(reject) => {
@@ -470,74 +882,104 @@ impl LineHandler<'_> {
                 }
             }
         }
-        if self.mutations.len() >= self.batch_lines {
-            self.ship()?;
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(())
     }
 
-    fn ship(&mut self) -> Result<(), PipelineError> {
-        if self.mutations.is_empty() {
-            return Ok(());
+    /// Ships the batch once it is full (or a progress note after many lines without one);
+    /// `line` is the last line handled, `position` says where it ends.
+    fn ship_when_due(
+        &mut self,
+        line: u64,
+        position: impl FnOnce() -> Position,
+    ) -> Result<(), PipelineError> {
+        if self.mutations.len() >= self.batch_lines || line - self.shipped_through >= PROGRESS_LINES
+        {
+            self.ship(line, position())?;
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self, line: u64, position: Position) -> Result<(), PipelineError> {
+        let (bytes, mutations) = if self.mutations.is_empty() {
+            (EMPTY_SHIPMENT_BYTES, Vec::new())
+        } else {
+            // The batch's vector holds room for a whole batch besides what its mutations hold.
+            let slots = (std::mem::size_of::<ProfileMutation>()
+                * (self.mutations.capacity() - self.mutations.len()))
+                as u64;
+            let fresh = Vec::with_capacity(self.batch_lines);
+            (
+                slots + self.batch_bytes,
+                std::mem::replace(&mut self.mutations, fresh),
+            )
+        };
+        if !self.outbox.budget.acquire(bytes) {
+            return Err(PipelineError::Stopped);
         }
         let batch = WriteBatch {
             at: self.apply_at,
-            mutations: std::mem::replace(&mut self.mutations, Vec::with_capacity(self.batch_lines)),
+            mutations,
         };
-        self.batches
-            .blocking_send(batch)
+        self.batch_bytes = 0;
+        self.shipped_through = line;
+        let shipped = Shipped {
+            batch,
+            bytes,
+            through_line: line,
+            position,
+        };
+        self.outbox
+            .sender
+            .send(shipped)
             .map_err(|_| PipelineError::Stopped)
     }
 }
 
 /// The parse side: runs on a blocking thread.
 fn parse_file(
-    context: ParseContext,
-    batches: tokio::sync::mpsc::Sender<WriteBatch>,
+    context: &ParseContext,
+    input: Input,
+    outbox: Outbox,
 ) -> Result<DataCounts, PipelineError> {
     let ParseContext {
         path,
-        checked,
         rejects_path,
         targets,
         keyer,
         matcher,
         apply_at,
         batch_lines,
-        progress,
+        ahead_bytes: _,
     } = context;
     if let Some(parent) = rejects_path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut rejects = BufWriter::with_capacity(256 * 1024, File::create(&rejects_path)?);
+    let mut rejects = BufWriter::with_capacity(256 * 1024, File::create(rejects_path)?);
     rejects.write_all(REJECTS_HEADER.as_bytes())?;
     let started = Instant::now();
     let mut handler = LineHandler {
-        targets: &targets,
-        keyer: &keyer,
+        targets,
+        keyer,
         matcher: matcher.as_ref(),
-        apply_at,
-        batch_lines,
-        batches: &batches,
+        apply_at: *apply_at,
+        batch_lines: *batch_lines,
+        outbox,
         rejects,
         counts: DataCounts::default(),
-        mutations: Vec::with_capacity(batch_lines),
+        mutations: Vec::with_capacity(*batch_lines),
+        batch_bytes: 0,
+        shipped_through: 0,
     };
-    match &checked.text {
-        Some(text) => {
-            let compressed = progress.bytes_total.load(Ordering::Relaxed);
-            let scale = compressed as f64 / checked.text_bytes.max(1) as f64;
-            let mut lines = TextLines::open(text)?;
-            let mut overlong = checked.overlong.iter().peekable();
+    let text_path = match input {
+        Input::Text { path, feed } => {
+            let mut lines = TextLines::follow(&path, feed)?;
             let (mut lines_read, mut blank_lines) = (0u64, 0u64);
-            while let Some((number, bytes)) = lines.next_line()? {
+            while let Some((number, bytes, overlong)) = lines.next_line()? {
                 lines_read += 1;
                 if number == 1 {
                     continue;
                 }
-                let item = if overlong.peek().is_some_and(|(at, _)| *at == number) {
-                    let (_, length) = overlong.next().copied().unwrap_or_default();
+                let item = if let Some(length) = overlong {
                     let error = LineError::line_too_long(length, DEFAULT_MAX_LINE_BYTES);
                     BatchItem::Rejected(Rejection::new(number, bytes, &error))
                 } else if is_blank(bytes) {
@@ -552,48 +994,45 @@ fn parse_file(
                         Err(error) => BatchItem::Rejected(Rejection::new(number, bytes, &error)),
                     }
                 };
-                // Progress after every batch, and every 64 Ki lines when few lines make batches.
-                if handler.handle(item)? || number.is_multiple_of(65_536) {
-                    let done = (lines.offset as f64 * scale) as u64;
-                    progress.bytes_done.store(done, Ordering::Relaxed);
-                    progress.lines_done.store(number, Ordering::Relaxed);
-                }
+                handler.handle(item)?;
+                let offset = lines.offset;
+                handler.ship_when_due(number, || Position::Text(offset))?;
             }
-            handler.ship()?;
+            handler.ship(lines_read, Position::Text(lines.offset))?;
             handler.counts.lines_read = lines_read;
             handler.counts.blank_lines = blank_lines;
-            progress.bytes_done.store(compressed, Ordering::Relaxed);
-            progress.lines_done.store(lines_read, Ordering::Relaxed);
+            Some(path)
         }
-        None => {
-            let mut reader = BatchReader::spawn(File::open(&path)?)?;
+        Input::Gzip => {
+            let mut reader = BatchReader::spawn(File::open(path)?)?;
             loop {
                 let item = match reader.next_item() {
                     Ok(Some(item)) => item,
                     Ok(None) => break,
                     Err(error) => return Err(PipelineError::ChangedWhileApplying(error)),
                 };
-                if handler.handle(item)? || handler.counts.lines_rejected.is_multiple_of(65_536) {
-                    let read = reader.progress();
-                    progress.bytes_done.store(read.bytes_in, Ordering::Relaxed);
-                    progress.lines_done.store(read.lines, Ordering::Relaxed);
-                }
+                let number = match &item {
+                    BatchItem::Parsed { line_number, .. } => *line_number,
+                    BatchItem::Rejected(rejection) => rejection.line_number,
+                };
+                handler.handle(item)?;
+                handler
+                    .ship_when_due(number, || Position::Compressed(reader.progress().bytes_in))?;
             }
-            handler.ship()?;
             let read = reader.progress();
             let line_counts = reader.counts();
+            handler.ship(read.lines, Position::Compressed(read.bytes_in))?;
             handler.counts.lines_read = line_counts.lines_read;
             handler.counts.blank_lines = line_counts.blank_lines;
-            progress.bytes_done.store(read.bytes_in, Ordering::Relaxed);
-            progress.lines_done.store(read.lines, Ordering::Relaxed);
+            None
         }
-    }
+    };
     let LineHandler {
         counts, rejects, ..
     } = handler;
     let file = rejects.into_inner().map_err(|error| error.into_error())?;
     file.sync_data()?;
-    if let Some(text) = &checked.text {
+    if let Some(text) = &text_path {
         let _ = std::fs::remove_file(text);
     }
     tracing::debug!(
@@ -854,60 +1293,162 @@ mod tests {
         }
     }
 
-    /// Runs the parse side over `text` gzipped, reading either the check pass's inflated text or
-    /// the gzip file itself, and returns the batches and counts.
-    fn parse_both_ways(text: &[u8]) -> [(Vec<ProfileMutation>, DataCounts, String); 2] {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let gz = dir.path().join("file.gz");
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        encoder.write_all(text).unwrap();
-        std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
-        [true, false].map(|keep_text| {
-            let progress = Arc::new(IngestProgress::default());
-            let stop = std::sync::atomic::AtomicBool::new(false);
-            let text_path = if keep_text {
-                dir.path().join("file.txt")
-            } else {
-                dir.path().join("missing-dir/file.txt")
-            };
-            let checked = check_gzip(&gz, &text_path, &progress, &stop).unwrap();
-            assert_eq!(checked.text.is_some(), keep_text);
-            let rejects_path = dir.path().join(format!("rejects-{keep_text}.tsv"));
-            let context = ParseContext {
-                path: gz.clone(),
-                checked,
-                rejects_path: rejects_path.clone(),
-                targets: targets(),
-                keyer: ProfileKeyer::new([7; 16]),
-                matcher: Arc::new(NoUserMatching),
-                apply_at: Timestamp::from_secs(1_000),
-                batch_lines: 2,
-                progress,
-            };
-            let (sender, mut receiver) = tokio::sync::mpsc::channel(1000);
-            let counts = parse_file(context, sender).unwrap();
-            let mut mutations = Vec::new();
-            while let Ok(batch) = receiver.try_recv() {
-                mutations.extend(batch.mutations);
-            }
-            (
-                mutations,
-                counts,
-                std::fs::read_to_string(rejects_path).unwrap(),
-            )
-        })
+    /// A store that keeps every batch it is given, in order.
+    #[derive(Default)]
+    struct RecordingStore {
+        batches: parking_lot::Mutex<Vec<WriteBatch>>,
     }
 
-    #[test]
-    fn the_kept_text_and_a_second_inflate_give_the_same_result() {
+    #[async_trait::async_trait]
+    impl ProfileStore for RecordingStore {
+        async fn write(&self, batch: WriteBatch) -> Result<(), ProfileStoreError> {
+            self.batches.lock().push(batch);
+            Ok(())
+        }
+
+        async fn read(
+            &self,
+            keys: &[segmart_storage::profile::ProfileKey],
+            _now: Timestamp,
+        ) -> Result<Vec<Option<segmart_storage::profile::ProfileView>>, ProfileStoreError> {
+            Ok(vec![None; keys.len()])
+        }
+
+        fn stats(&self) -> segmart_storage::profile::ProfileStoreStats {
+            Default::default()
+        }
+
+        async fn segment_sizes(
+            &self,
+            _now: Timestamp,
+        ) -> Result<HashMap<u32, u64>, ProfileStoreError> {
+            Ok(HashMap::new())
+        }
+
+        async fn shutdown(&self) -> Result<(), ProfileStoreError> {
+            Ok(())
+        }
+    }
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(text).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn context(dir: &Path, name: &str, batch_lines: usize, ahead_bytes: u64) -> ParseContext {
+        ParseContext {
+            path: dir.join("file.gz"),
+            rejects_path: dir.join(format!("rejects-{name}.tsv")),
+            targets: targets(),
+            keyer: ProfileKeyer::new([7; 16]),
+            matcher: Arc::new(NoUserMatching),
+            apply_at: Timestamp::from_secs(1_000),
+            batch_lines,
+            ahead_bytes,
+        }
+    }
+
+    /// What one file did to the store.
+    struct Run {
+        result: Result<DataCounts, PipelineError>,
+        batches: Vec<WriteBatch>,
+        /// The rejects file, when one was left.
+        rejects: Option<String>,
+        /// The most bytes of resolved batches held at once.
+        peak: u64,
+    }
+
+    /// Runs `gz` as `process` does: the parse side starts on the check's text while the check
+    /// runs, and its batches reach the store only once the check passed. `keep_text: false`
+    /// makes the text unwritable, so the parse side inflates again after the check.
+    async fn run_file(
+        dir: &Path,
+        name: &str,
+        gz: &[u8],
+        keep_text: bool,
+        batch_lines: usize,
+        ahead_bytes: u64,
+    ) -> Run {
+        let context = context(dir, name, batch_lines, ahead_bytes);
+        std::fs::write(&context.path, gz).unwrap();
+        let rejects_path = context.rejects_path.clone();
+        let text = if keep_text {
+            dir.join(format!("{name}.txt"))
+        } else {
+            dir.join("missing-dir/file.txt")
+        };
+        let progress = Arc::new(IngestProgress::default());
+        progress
+            .bytes_total
+            .store(gz.len() as u64, Ordering::Relaxed);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = Arc::new(RecordingStore::default());
+        let feed = TextFeed::new();
+        let ahead = ParseAhead::start(context, text.clone(), feed.clone());
+        let budget = ahead.budget.0.clone();
+        let checked = {
+            let (gz, progress, stop) = (dir.join("file.gz"), progress.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || check_gzip(&gz, &text, &progress, &stop, &feed))
+                .await
+                .unwrap()
+        };
+        let result = match checked {
+            Ok(checked) => {
+                assert_eq!(checked.text.is_some(), keep_text);
+                apply_data_file(ahead, checked, store.clone(), stop, progress).await
+            }
+            Err(error) => {
+                ahead.abandon().await;
+                Err(error)
+            }
+        };
+        let peak = budget.state.lock().peak;
+        let batches = std::mem::take(&mut *store.batches.lock());
+        Run {
+            result,
+            batches,
+            rejects: std::fs::read_to_string(rejects_path).ok(),
+            peak,
+        }
+    }
+
+    fn mutations(batches: &[WriteBatch]) -> Vec<ProfileMutation> {
+        batches
+            .iter()
+            .flat_map(|batch| batch.mutations.iter().cloned())
+            .collect()
+    }
+
+    /// Runs the parse side over `text` gzipped, following the check pass's inflated text or
+    /// inflating the gzip file again, and returns the mutations, counts and rejects.
+    async fn parse_both_ways(text: &[u8]) -> [(Vec<ProfileMutation>, DataCounts, String); 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = gzip(text);
+        let mut runs = Vec::new();
+        for keep_text in [true, false] {
+            let name = format!("{keep_text}");
+            let run = run_file(dir.path(), &name, &gz, keep_text, 2, 128 << 20).await;
+            runs.push((
+                mutations(&run.batches),
+                run.result.unwrap(),
+                run.rejects.unwrap(),
+            ));
+        }
+        let second = runs.pop().unwrap();
+        [runs.pop().unwrap(), second]
+    }
+
+    #[tokio::test]
+    async fn the_kept_text_and_a_second_inflate_give_the_same_result() {
         let mut text = b"header\r\nu1\t\ta,b\t\r\n\r\n".to_vec();
         text.extend(vec![
             b'x';
             segmart_ingest::reader::DEFAULT_MAX_LINE_BYTES + 5
         ]);
         text.extend(b"\nu2\t\tzzz\t\nbad line\nm_raw:6D92078A-8246-4BA4-AE5B-76104861E7DC\t\tb\ta\nlast\t\ta");
-        let [kept, inflated] = parse_both_ways(&text);
+        let [kept, inflated] = parse_both_ways(&text).await;
         assert_eq!(kept.0, inflated.0);
         assert_eq!(kept.2, inflated.2);
         let (kept, inflated) = (kept.1, inflated.1);
@@ -972,5 +1513,125 @@ mod tests {
             .unwrap_err(),
             ApplyReject::NoMaidFolder
         );
+    }
+
+    /// Lines the parse side resolves while the check runs are held, never written, until the
+    /// check has passed: when it finds the file truncated, the store gets nothing and no rejects
+    /// file is left, however far the parse side had got.
+    #[tokio::test]
+    async fn a_truncated_file_applies_nothing_though_its_first_lines_were_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("header\n");
+        for n in 0..1000 {
+            text.push_str(&format!("user-{n}\t\ta,b\t\n"));
+        }
+        text.push_str("bad line\n");
+        // The check pass at work on a file whose end is missing: it has written this much of
+        // the inflated text when the parse side catches up with it.
+        let path = dir.path().join("cut.txt");
+        std::fs::write(&path, &text).unwrap();
+        let feed = TextFeed::new();
+        feed.opened();
+        feed.publish(text.len() as u64, &[]);
+        let context = context(dir.path(), "cut", 10, 128 << 20);
+        let rejects_path = context.rejects_path.clone();
+        let ahead = ParseAhead::start(context, path, feed.clone());
+        let budget = ahead.budget.0.clone();
+        let follower = feed.clone();
+        let length = text.len() as u64;
+        tokio::task::spawn_blocking(move || follower.wait_consumed(length))
+            .await
+            .unwrap();
+        // Every line is resolved: 100 batches of 10 wait for the check.
+        let held = budget.state.lock().used;
+        assert!(
+            held >= 100 * 10 * std::mem::size_of::<ProfileMutation>() as u64,
+            "{held}"
+        );
+        assert!(rejects_path.exists());
+        // Then the inflate meets the cut, and the check fails as `check_gzip` does.
+        feed.end(FeedEnd::Failed);
+        ahead.abandon().await;
+        assert!(
+            !rejects_path.exists(),
+            "no rejects file for a file refused whole"
+        );
+
+        // The same through the real check, with a file cut in the middle.
+        let mut text = String::from("header\n");
+        for n in 0..50_000 {
+            text.push_str(&format!("user-{n}\t\ta,b\tnode\n"));
+        }
+        let gz = gzip(text.as_bytes());
+        let run = run_file(dir.path(), "real", &gz[..gz.len() / 2], true, 10, 128 << 20).await;
+        match run.result {
+            Err(PipelineError::Unreadable(error)) => assert_eq!(error.code(), "truncated_gzip"),
+            other => panic!("{:?}", other.map(|counts| counts.lines_read)),
+        }
+        assert!(
+            run.batches.is_empty(),
+            "{} batches written",
+            run.batches.len()
+        );
+        assert_eq!(run.rejects, None);
+        assert!(!dir.path().join("real.txt").exists());
+    }
+
+    /// A file whose resolved batches are many times the bound: the parse side waits whenever
+    /// the bound is reached (during the check and after it), and every line reaches the store
+    /// exactly once, in file order, with every rejected line listed.
+    #[tokio::test]
+    async fn a_file_larger_than_the_bound_applies_every_line_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyer = ProfileKeyer::new([7; 16]);
+        let mut text = String::from("header\n");
+        let mut expected_keys = Vec::new();
+        let mut expected_rejects = vec!["line\treason".to_owned()];
+        for n in 0..30_000u64 {
+            if n % 1000 == 7 {
+                text.push_str("bad line\n");
+                expected_rejects.push(format!("{}\tmissing_fields", n + 2));
+            } else {
+                text.push_str(&format!("user-{n}\t\ta\tb\n"));
+                expected_keys.push(keyer.key_bytes(1, format!("user-{n}").as_bytes()));
+            }
+        }
+        let gz = gzip(text.as_bytes());
+        let bound = 16 << 10;
+        for keep_text in [true, false] {
+            let name = format!("bound-{keep_text}");
+            let run = run_file(dir.path(), &name, &gz, keep_text, 64, bound).await;
+            let counts = run.result.unwrap();
+            assert_eq!(counts.lines_read, 30_001);
+            assert_eq!(counts.lines_applied, 29_970);
+            assert_eq!(counts.lines_rejected, 30);
+            assert_eq!(counts.memberships_added, 29_970);
+            assert_eq!(counts.memberships_removed, 29_970);
+            let mutations = mutations(&run.batches);
+            let resolved: u64 = mutations.iter().map(mutation_bytes).sum();
+            let keys: Vec<_> = mutations
+                .iter()
+                .map(|mutation| match mutation {
+                    ProfileMutation::Update { key, .. } => *key,
+                    ProfileMutation::Delete { key } => *key,
+                })
+                .collect();
+            assert_eq!(keys, expected_keys, "every line once, in order");
+            let rejects: Vec<String> = run
+                .rejects
+                .unwrap()
+                .lines()
+                .map(|row| row.splitn(3, '\t').take(2).collect::<Vec<_>>().join("\t"))
+                .collect();
+            assert_eq!(rejects, expected_rejects);
+            if keep_text {
+                assert!(resolved > 50 * bound, "{resolved} bytes resolved");
+                assert!(
+                    run.peak <= bound && run.peak > 0,
+                    "held at most {} bytes",
+                    run.peak
+                );
+            }
+        }
     }
 }
