@@ -63,6 +63,7 @@
 
 mod codec;
 mod log;
+mod trace;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -89,7 +90,11 @@ use crate::ledger::{
     UsageRow,
 };
 use codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, PayloadHeader};
+pub use trace::SlowCommit;
 use writer::{EncodedBatch, Request, Writer};
+
+/// Group commits slower than this are traced (see [`EmbeddedLedger::slow_commits`]).
+pub const SLOW_COMMIT: Duration = Duration::from_millis(5);
 
 /// Settings of an [`EmbeddedLedger`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,10 +256,12 @@ fn grow_early<K: Eq + std::hash::Hash, V, S: BuildHasher>(
     shard: &mut HashMap<K, V, S>,
     index: usize,
     shards: usize,
+    growths: &AtomicU64,
 ) {
     let (capacity, len) = (shard.capacity(), shard.len());
     if capacity >= 1024 && len * 2 * shards >= capacity * (shards + index) {
         shard.reserve(capacity - len + 1);
+        growths.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -321,6 +328,13 @@ pub(crate) struct Shared {
     /// `fdatasync`, in microseconds.
     slowest_commit_micros: AtomicU64,
     slowest_sync_micros: AtomicU64,
+    /// Shards of the dedup index and of the usage map that grew since open.
+    index_growths: AtomicU64,
+    usage_growths: AtomicU64,
+    /// The first [`trace::KEPT_SLOW_COMMITS`] group commits slower than [`SLOW_COMMIT`], and
+    /// how many there were in all.
+    slow_commits: Mutex<Vec<SlowCommit>>,
+    slow_commit_count: AtomicU64,
 }
 
 /// The steps of a group commit, timed separately (see [`CommitProfile`]).
@@ -333,7 +347,7 @@ pub(crate) enum Phase {
     Apply,
 }
 
-const PHASES: usize = 5;
+pub(crate) const PHASES: usize = 5;
 
 impl Shared {
     pub(crate) fn add_phase(&self, phase: Phase, time: Duration) {
@@ -347,6 +361,21 @@ impl Shared {
     pub(crate) fn add_commit(&self, time: Duration) {
         self.slowest_commit_micros
             .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn growths(&self) -> (u64, u64) {
+        (
+            self.index_growths.load(Ordering::Relaxed),
+            self.usage_growths.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn add_slow_commit(&self, commit: SlowCommit) {
+        self.slow_commit_count.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.slow_commits.lock().expect("not poisoned");
+        if kept.len() < trace::KEPT_SLOW_COMMITS {
+            kept.push(commit);
+        }
     }
 }
 
@@ -384,7 +413,7 @@ impl Shared {
     pub(crate) fn insert_new(&self, hash: u128, location: Location) -> bool {
         let shard_index = (hash >> 122) as usize % INDEX_SHARDS;
         let mut shard = self.index[shard_index].write();
-        grow_early(&mut shard, shard_index, INDEX_SHARDS);
+        grow_early(&mut shard, shard_index, INDEX_SHARDS, &self.index_growths);
         match shard.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -438,7 +467,7 @@ impl Shared {
                 let shard_index = usage_shard(&key);
                 let shard = &mut usage[shard_index];
                 if !shard.contains_key(&key) {
-                    grow_early(shard, shard_index, USAGE_SHARDS);
+                    grow_early(shard, shard_index, USAGE_SHARDS, &self.usage_growths);
                 }
                 let sums = shard.entry(key).or_default();
                 sums.impressions += 1;
@@ -694,6 +723,10 @@ impl EmbeddedLedger {
             phase_micros: Default::default(),
             slowest_commit_micros: AtomicU64::new(0),
             slowest_sync_micros: AtomicU64::new(0),
+            index_growths: AtomicU64::new(0),
+            usage_growths: AtomicU64::new(0),
+            slow_commits: Mutex::new(Vec::new()),
+            slow_commit_count: AtomicU64::new(0),
         });
         let (log, recovery) = recover(&shared)?;
         let recovery = LedgerRecovery {
@@ -752,6 +785,19 @@ impl EmbeddedLedger {
             slowest_commit: micros(&self.shared.slowest_commit_micros),
             slowest_sync: micros(&self.shared.slowest_sync_micros),
         }
+    }
+
+    /// Group commits slower than [`SLOW_COMMIT`] since open: how many, and the first
+    /// thousand or so with their phases and what the writer thread went through meanwhile.
+    pub fn slow_commits(&self) -> (u64, Vec<SlowCommit>) {
+        (
+            self.shared.slow_commit_count.load(Ordering::Relaxed),
+            self.shared
+                .slow_commits
+                .lock()
+                .expect("not poisoned")
+                .clone(),
+        )
     }
 
     /// Memory held by the dedup index and the usage map.
@@ -817,6 +863,7 @@ impl EmbeddedLedger {
             bodies: Vec::with_capacity(records.len() * 160),
             ends: Vec::with_capacity(records.len()),
             records: Vec::new(),
+            queued_at: Instant::now(),
         };
         for (i, record) in records.iter().enumerate() {
             codec::encode_body(record, &mut batch.bodies).map_err(|error| {
@@ -838,6 +885,7 @@ impl EmbeddedLedger {
             }
         }
         batch.records = records;
+        batch.queued_at = Instant::now();
         Ok(batch)
     }
 }

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::error;
+use tracing::{debug, error};
 
 use super::codec::{self, FRAME_HEADER, PayloadHeader};
 use super::log::LogWriter;
-use super::{Location, Phase, Shared};
+use super::trace::{CounterReader, SlowCommit};
+use super::{Location, PHASES, Phase, SLOW_COMMIT, Shared};
 use crate::ledger::{AppendOutcome, LedgerError, LedgerRecord};
 
 /// One `append` call, encoded by the caller.
@@ -20,6 +21,8 @@ pub(crate) struct EncodedBatch {
     /// The records' bodies, back to back; record `i` ends at `ends[i]`.
     pub(crate) bodies: Vec<u8>,
     pub(crate) ends: Vec<usize>,
+    /// When it was queued for the writer.
+    pub(crate) queued_at: Instant,
 }
 
 impl EncodedBatch {
@@ -75,6 +78,10 @@ pub(crate) struct Writer {
     group_bytes: u64,
     requests: Vec<(EncodedBatch, AppendReply, Vec<AppendOutcome>)>,
     entries: Vec<Entry>,
+    /// The phases of the group being committed.
+    phases: [Duration; PHASES],
+    /// The writer thread's counters, opened on the thread (`None` until `run` starts).
+    counters: Option<CounterReader>,
 }
 
 impl Writer {
@@ -94,10 +101,18 @@ impl Writer {
             group_bytes: 0,
             requests: Vec::new(),
             entries: Vec::new(),
+            phases: [Duration::ZERO; PHASES],
+            counters: None,
         }
     }
 
+    fn phase(&mut self, phase: Phase, time: Duration) {
+        self.phases[phase as usize] = time;
+        self.shared.add_phase(phase, time);
+    }
+
     pub(crate) fn run(mut self) {
+        self.counters = Some(CounterReader::for_this_thread());
         let mut next: Option<Request> = None;
         loop {
             let request = match next.take() {
@@ -124,6 +139,10 @@ impl Writer {
     fn commit_group(&mut self, first: EncodedBatch, reply: AppendReply) -> Option<Request> {
         let max_bytes = self.shared.config.max_group_bytes as u64;
         let started = Instant::now();
+        let queued = started.saturating_duration_since(first.queued_at);
+        let counters_before = self.counters.as_mut().map(CounterReader::read);
+        let growths_before = self.shared.growths();
+        self.phases = [Duration::ZERO; PHASES];
         self.entries.clear();
         self.group_bytes = 0;
         self.take(first, reply);
@@ -138,7 +157,7 @@ impl Writer {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        self.shared.add_phase(Phase::Take, started.elapsed());
+        self.phase(Phase::Take, started.elapsed());
         let result = self.write_and_apply();
         if result.is_err() {
             // Nothing of the group is durable: its ids were never recorded.
@@ -162,6 +181,7 @@ impl Writer {
                 .duplicates
                 .fetch_add(duplicates, Ordering::Relaxed);
         }
+        let batches = self.requests.len() as u64;
         for (batch, reply, outcomes) in self.requests.drain(..) {
             let answer = match &result {
                 Ok(()) => Ok(outcomes),
@@ -169,8 +189,48 @@ impl Writer {
             };
             let _ = reply.send((answer, Some(batch)));
         }
-        self.shared.add_commit(started.elapsed());
+        let total = started.elapsed();
+        self.shared.add_commit(total);
+        if total >= SLOW_COMMIT {
+            self.trace_slow(total, queued, batches, counters_before, growths_before);
+        }
         next
+    }
+
+    fn trace_slow(
+        &mut self,
+        total: Duration,
+        queued: Duration,
+        batches: u64,
+        counters_before: Option<super::trace::ThreadCounters>,
+        growths_before: (u64, u64),
+    ) {
+        let counters = match (self.counters.as_mut(), counters_before) {
+            (Some(reader), Some(before)) => reader.read().since(before),
+            _ => Default::default(),
+        };
+        let growths = self.shared.growths();
+        let phase = |phase: Phase| self.phases[phase as usize];
+        let commit = SlowCommit {
+            total,
+            take: phase(Phase::Take),
+            frames: phase(Phase::Frames),
+            write: phase(Phase::Write),
+            sync: phase(Phase::Sync),
+            apply: phase(Phase::Apply),
+            queued,
+            records: self.entries.len() as u64,
+            batches,
+            minor_faults: counters.minor_faults,
+            major_faults: counters.major_faults,
+            on_cpu: Duration::from_nanos(counters.on_cpu_ns),
+            run_delay: Duration::from_nanos(counters.run_delay_ns),
+            preempted: counters.involuntary_switches,
+            index_growths: growths.0 - growths_before.0,
+            usage_growths: growths.1 - growths_before.1,
+        };
+        debug!(?commit, "slow ledger group commit");
+        self.shared.add_slow_commit(commit);
     }
 
     /// Decides each record of `batch` (new or duplicate) and queues it for the group. A new
@@ -226,13 +286,13 @@ impl Writer {
             let body = self.requests[entry.request].0.body(entry.record);
             codec::push_frame(&mut self.buffer, header, body);
         }
-        self.shared.add_phase(Phase::Frames, framing.elapsed());
+        self.phase(Phase::Frames, framing.elapsed());
         let (write, sync) = match self.log.append(&self.buffer) {
             Ok(times) => times,
             Err(error) => return Err(self.fail("write", error)),
         };
-        self.shared.add_phase(Phase::Write, write);
-        self.shared.add_phase(Phase::Sync, sync);
+        self.phase(Phase::Write, write);
+        self.phase(Phase::Sync, sync);
         self.shared
             .write_micros
             .fetch_add((write + sync).as_micros() as u64, Ordering::Relaxed);
@@ -257,7 +317,7 @@ impl Writer {
             });
             self.shared.apply(applied, false);
         }
-        self.shared.add_phase(Phase::Apply, applying.elapsed());
+        self.phase(Phase::Apply, applying.elapsed());
         self.shared
             .visible_seq
             .store(self.next_seq - 1, Ordering::Release);
