@@ -297,8 +297,9 @@ fn print_slow_commits(ledger: &EmbeddedLedger, show: usize) {
     for c in kept.iter().take(show) {
         println!(
             "    {:5.1} ms, {} records in {} batches (first queued {:.1} ms): take {:.1}, \
-             frames {:.1}, write {:.1}, fdatasync {:.1}, apply {:.1}; on CPU {:.1}, run queue \
-             {:.1}, preempted {}×; {} minor / {} major faults; grew {} index, {} usage shards",
+             frames {:.1}, write {:.1}, fdatasync {:.1}, wait {:.1}, apply {:.1}; on CPU {:.1}, run queue \
+             {:.1}, preempted {}×; {} minor / {} major faults; grew {} index, {} usage shards; \
+             segment rotation before it {:.1} ms",
             ms(c.total),
             c.records,
             c.batches,
@@ -307,6 +308,7 @@ fn print_slow_commits(ledger: &EmbeddedLedger, show: usize) {
             ms(c.frames),
             ms(c.write),
             ms(c.sync),
+            ms(c.apply_wait),
             ms(c.apply),
             ms(c.on_cpu),
             ms(c.run_delay),
@@ -315,6 +317,7 @@ fn print_slow_commits(ledger: &EmbeddedLedger, show: usize) {
             c.major_faults,
             c.index_growths,
             c.usage_growths,
+            ms(c.rotation_before),
         );
     }
 }

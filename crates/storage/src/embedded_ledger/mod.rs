@@ -11,9 +11,12 @@
 //!   queued (bounded by [`LedgerConfig::max_group_bytes`]), decides which records are new
 //!   (a new id enters the index at once with the location its frame will have, so the first
 //!   occurrence wins, within a group too), appends their frames with one `write`,
-//!   `fdatasync`s once, publishes the durable length, updates the usage map, then answers
-//!   every caller (handing the batches back, so they are freed in the callers' tasks).
-//!   Acknowledged means durable, and nothing is visible before it is durable: readers ignore
+//!   `fdatasync`s once and publishes the durable length. It then hands the group to the
+//!   applier thread and goes on with the next group, so group n + 1 is written and synced
+//!   while group n is applied. The applier updates the usage map and the sparse index, in
+//!   order, then answers every caller (handing the batches back, so they are freed in the
+//!   callers' tasks). Acknowledged means durable *and* applied, so a report read after an
+//!   acknowledgement includes it; nothing is visible before it is durable: readers ignore
 //!   index locations beyond the durable length. Duplicates are not logged.
 //! - **Log** (`log.rs`, `codec.rs`): `ledger-<seq>.log` segments of `[len][crc32][payload]`
 //!   frames, one per record, each carrying its sequence number and its place in its group
@@ -743,9 +746,7 @@ impl EmbeddedLedger {
         );
         let (sender, receiver) = sync_channel(shared.config.queue_capacity);
         let writer = Writer::new(Arc::clone(&shared), receiver, log, recovery.records + 1);
-        let writer = std::thread::Builder::new()
-            .name("segmart-ledger-writer".into())
-            .spawn(move || writer.run())?;
+        let writer = writer.run()?;
         Ok(EmbeddedLedger {
             shared,
             sender,

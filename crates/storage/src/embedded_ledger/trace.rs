@@ -19,6 +19,17 @@ pub(crate) struct ThreadCounters {
 }
 
 impl ThreadCounters {
+    /// The counters of two threads together.
+    pub(crate) fn plus(self, other: ThreadCounters) -> ThreadCounters {
+        ThreadCounters {
+            minor_faults: self.minor_faults + other.minor_faults,
+            major_faults: self.major_faults + other.major_faults,
+            involuntary_switches: self.involuntary_switches + other.involuntary_switches,
+            on_cpu_ns: self.on_cpu_ns + other.on_cpu_ns,
+            run_delay_ns: self.run_delay_ns + other.run_delay_ns,
+        }
+    }
+
     pub(crate) fn since(self, earlier: ThreadCounters) -> ThreadCounters {
         ThreadCounters {
             minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
@@ -81,22 +92,28 @@ pub struct SlowCommit {
     pub write: Duration,
     pub sync: Duration,
     pub apply: Duration,
+    /// How long the durable group waited for the applier to finish the previous one.
+    pub apply_wait: Duration,
     /// How long its first batch had waited in the queue before the writer took it.
     pub queued: Duration,
     pub records: u64,
     pub batches: u64,
-    /// Page faults the writer took during the commit.
+    /// Page faults the writer and the applier took for this group (the counters below are
+    /// for both threads: the writer's up to the `fdatasync`, the applier's for `apply`).
     pub minor_faults: u64,
     pub major_faults: u64,
-    /// Time the writer was on a CPU during the commit, and runnable but not running (the rest
-    /// it was blocked, mostly in `fdatasync`).
+    /// Time on a CPU, and runnable but not running (the rest was blocked, mostly in
+    /// `fdatasync`, or waiting for the applier).
     pub on_cpu: Duration,
     pub run_delay: Duration,
-    /// Times the writer was preempted during the commit.
+    /// Times the threads were preempted.
     pub preempted: u64,
     /// Dedup index and usage map shards that grew (rehashed) during the commit.
     pub index_growths: u64,
     pub usage_growths: u64,
+    /// Time the writer spent starting a new log segment just before this group (the group's
+    /// first batch waited for it; also traced when the commit itself was fast).
+    pub rotation_before: Duration,
 }
 
 /// Slow commits kept for [`super::EmbeddedLedger::slow_commits`]: the first this many after
