@@ -67,6 +67,7 @@
 mod codec;
 mod log;
 mod trace;
+mod usage_table;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +95,7 @@ use crate::ledger::{
 };
 use codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, PayloadHeader};
 pub use trace::SlowCommit;
+use usage_table::UsageTable;
 use writer::{EncodedBatch, Request, Writer};
 
 /// Group commits slower than this are traced (see [`EmbeddedLedger::slow_commits`]).
@@ -244,13 +246,6 @@ impl Hasher for UsageHasher {
     }
 }
 
-/// The usage shard of a key: bits 40–45 of its hash, which hashbrown uses neither for the
-/// bucket (low bits) nor for the tag (top 7 bits), so the keys of one shard still spread.
-fn usage_shard(key: &UsageKey) -> usize {
-    let hash = BuildHasherDefault::<UsageHasher>::default().hash_one(key);
-    (hash >> 40) as usize % USAGE_SHARDS
-}
-
 /// Uniform hashes fill all shards of a map alike, so left alone they would all double
 /// (rehash) in the same group commit, one long stall. Shard `i` of `shards` doubles early,
 /// at (`shards` + `i`) / (2 × `shards`) of its capacity, which spreads the rehashes over
@@ -268,12 +263,9 @@ fn grow_early<K: Eq + std::hash::Hash, V, S: BuildHasher>(
     }
 }
 
-type UsageMap = HashMap<UsageKey, UsageSums, BuildHasherDefault<UsageHasher>>;
 type IdMap = HashMap<u128, u64, IdHash>;
 
 const INDEX_SHARDS: usize = 64;
-/// Shards of the usage map: like the index, so that no growth copies the whole map at once.
-const USAGE_SHARDS: usize = 64;
 /// Largest encoded batch one append may carry (a group holds at most `max_group_bytes` plus
 /// one batch, so every frame offset fits the 32 bits of a [`Location`]).
 const MAX_BATCH_BYTES: usize = 1 << 30;
@@ -310,11 +302,9 @@ pub(crate) struct Shared {
     config: LedgerConfig,
     hash_keys: (u64, u64),
     index: Box<[RwLock<IdMap>]>,
-    /// The usage map in [`USAGE_SHARDS`] shards, chosen by bits of the key's hash that
-    /// hashbrown does not use for buckets or tags. The writer holds every shard's write lock
-    /// while it applies a group and readers take every read lock, so a report always sees
-    /// whole groups.
-    usage: Box<[RwLock<UsageMap>]>,
+    /// The usage map; the applier holds its write lock while it applies a group, so a report
+    /// always sees whole groups.
+    usage: RwLock<UsageTable>,
     segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
     /// (seq, location) of every MARK_EVERY-th record and of each segment's first record.
     marks: RwLock<Vec<(u64, Location)>>,
@@ -449,35 +439,37 @@ impl Shared {
         records: impl Iterator<Item = (u64, Location, u128, &'a LedgerRecord)>,
         index: bool,
     ) {
-        let mut usage: Vec<_> = self.usage.iter().map(|shard| shard.write()).collect();
+        let mut usage = self.usage.write();
         let mut marks = self.marks.write();
+        let growths = usage.growths();
+        let mut charges = Vec::new();
         for (seq, location, hash, record) in records {
             if index {
                 self.shard(hash).write().insert(hash, location.0);
             }
             let day = day_of(record.at);
-            for charge in &record.charges {
-                if charge.status != ChargeStatus::Charged {
-                    continue;
-                }
-                let key = UsageKey {
-                    day,
-                    member_id: charge.member_id,
-                    data_category_id: charge.data_category_id,
-                    segment: charge.segment.0,
-                    buyer_id: record.buyer_id,
-                };
-                let shard_index = usage_shard(&key);
-                let shard = &mut usage[shard_index];
-                if !shard.contains_key(&key) {
-                    grow_early(shard, shard_index, USAGE_SHARDS, &self.usage_growths);
-                }
-                let sums = shard.entry(key).or_default();
-                sums.impressions += 1;
-                sums.data_cost += charge.data_cost_micros;
-                sums.payout += charge.payout_micros;
-                sums.platform_fee += charge.platform_fee_micros;
-            }
+            charges.extend(
+                record
+                    .charges
+                    .iter()
+                    .filter(|charge| charge.status == ChargeStatus::Charged)
+                    .map(|charge| {
+                        let key = UsageKey {
+                            day,
+                            member_id: charge.member_id,
+                            data_category_id: charge.data_category_id,
+                            segment: charge.segment.0,
+                            buyer_id: record.buyer_id,
+                        };
+                        let sums = UsageSums {
+                            impressions: 1,
+                            data_cost: charge.data_cost_micros,
+                            payout: charge.payout_micros,
+                            platform_fee: charge.platform_fee_micros,
+                        };
+                        (key, sums)
+                    }),
+            );
             let new_segment = marks
                 .last()
                 .is_none_or(|(_, last)| last.segment() != location.segment());
@@ -485,6 +477,9 @@ impl Shared {
                 marks.push((seq, location));
             }
         }
+        usage.add_all(charges.into_iter());
+        self.usage_growths
+            .fetch_add(usage.growths() - growths, Ordering::Relaxed);
     }
 
     fn publish_segment_len(&self, segment: u64, len: u64) {
@@ -713,9 +708,7 @@ impl EmbeddedLedger {
             index: (0..INDEX_SHARDS)
                 .map(|_| RwLock::new(IdMap::default()))
                 .collect(),
-            usage: (0..USAGE_SHARDS)
-                .map(|_| RwLock::new(UsageMap::default()))
-                .collect(),
+            usage: RwLock::new(UsageTable::default()),
             segments: RwLock::new(BTreeMap::new()),
             marks: RwLock::new(Vec::new()),
             visible_seq: AtomicU64::new(0),
@@ -809,14 +802,9 @@ impl EmbeddedLedger {
             memory.index_entries += shard.len() as u64;
             memory.index_bytes += table_bytes(shard.capacity(), 24);
         }
-        for shard in self.shared.usage.iter() {
-            let shard = shard.read();
-            memory.usage_keys += shard.len() as u64;
-            memory.usage_bytes += table_bytes(
-                shard.capacity(),
-                std::mem::size_of::<(UsageKey, UsageSums)>(),
-            );
-        }
+        let usage = self.shared.usage.read();
+        memory.usage_keys = usage.len() as u64;
+        memory.usage_bytes = usage.bytes();
         memory
     }
 
@@ -1152,11 +1140,10 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, LedgerError> {
-        // Every shard at once: the writer applies a group under all their write locks.
-        let shards: Vec<_> = self.shared.usage.iter().map(|shard| shard.read()).collect();
-        let mut rows: Vec<UsageRow> = shards
+        // The applier applies a group under the write lock: a report sees whole groups.
+        let usage = self.shared.usage.read();
+        let mut rows: Vec<UsageRow> = usage
             .iter()
-            .flat_map(|shard| shard.iter())
             .filter(|(key, _)| {
                 filter.from_day.is_none_or(|from| key.day >= from)
                     && filter.to_day.is_none_or(|to| key.day <= to)
@@ -1175,7 +1162,7 @@ impl Ledger for EmbeddedLedger {
                 platform_fee_micros: sums.platform_fee,
             })
             .collect();
-        drop(shards);
+        drop(usage);
         rows.sort_unstable();
         Ok(rows)
     }
