@@ -28,9 +28,9 @@
 //!   the location up and reads the frame back with `pread`, checking its CRC and that the id
 //!   really matches.
 //! - **Usage**: a map (day, member, category, segment, buyer) → (impressions, data cost,
-//!   payout, platform fee), updated for every `Charged` charge as records are applied; 64
-//!   shards that grow one at a time like the index (a single table of 650 k keys doubled in
-//!   one piece, 73 MiB, and stalled the writer for up to a quarter of a second).
+//!   payout, platform fee), updated for every `Charged` charge as records are applied: an
+//!   open-addressing table that grows incrementally (`usage_table.rs`; no insert copies the
+//!   map, and a growing table's pages are faulted in as the migration reaches them).
 //!   [`Ledger::usage`] filters and sorts it; its cost depends on the number of distinct keys,
 //!   never on the number of impressions.
 //! - **Records** ([`Ledger::records`]): a sparse index (one mark every 1024 records) from
@@ -45,8 +45,8 @@
 //! control byte, at a load of 44–88 %: 28–57 B (52.4 B measured at 2 M records). Shards double
 //! early at staggered fill levels, so their rehashes do not all land in one group commit. The sparse index adds
 //! 0.02 B. The usage map grows with distinct (day, member, category, segment, buyer) keys
-//! (112 B per bucket; 110–160 B per key with the staggered shard growth, 104 MiB measured at
-//! 650 k keys), not with impressions. Records themselves stay on disk.
+//! (one 64-byte slot per key at a load of 3/8–3/4: 85–171 B per key, twice that for the old
+//! table during a migration; 64 MiB measured at 600 k keys), not with impressions. Records themselves stay on disk.
 //!
 //! # Recovery
 //!

@@ -86,7 +86,7 @@ struct Written {
 }
 
 enum ToApplier {
-    Group(Written),
+    Group(Box<Written>),
     /// Answered once every group sent before is applied and answered.
     Barrier(SyncSender<()>),
 }
@@ -245,7 +245,7 @@ impl Writer {
             index_growths: self.shared.growths().0 - index_growths_before,
             rotation: std::mem::take(&mut self.rotation),
         };
-        self.to_applier(ToApplier::Group(written));
+        self.send_to_applier(ToApplier::Group(Box::new(written)));
         if self.buffer.capacity() > 2 * self.shared.config.max_group_bytes.max(1 << 20) {
             self.buffer = Vec::new();
         }
@@ -335,7 +335,7 @@ impl Writer {
         Ok(first_seq)
     }
 
-    fn to_applier(&mut self, message: ToApplier) {
+    fn send_to_applier(&mut self, message: ToApplier) {
         let sent = match &self.applier {
             Some((sender, _)) => sender.send(message),
             None => Err(std::sync::mpsc::SendError(message)),
@@ -355,7 +355,7 @@ impl Writer {
     /// Waits until every group handed to the applier is applied and answered.
     fn applier_barrier(&mut self) {
         let (done, wait) = sync_channel(1);
-        self.to_applier(ToApplier::Barrier(done));
+        self.send_to_applier(ToApplier::Barrier(done));
         let _ = wait.recv();
     }
 
@@ -421,7 +421,7 @@ impl Applier {
         self.counters = Some(CounterReader::for_this_thread());
         while let Ok(message) = self.queue.recv() {
             match message {
-                ToApplier::Group(written) => self.apply(written),
+                ToApplier::Group(written) => self.apply(*written),
                 ToApplier::Barrier(done) => drop(done.send(())),
             }
         }
