@@ -21,7 +21,9 @@ use segmart_domain::billing::{
 };
 use segmart_domain::pricing::CostType;
 use segmart_domain::{Clock, SegmentNum, SystemClock, Timestamp};
-use segmart_storage::embedded_ledger::{CommitProfile, EmbeddedLedger, LedgerConfig};
+use segmart_storage::embedded_ledger::{
+    CommitProfile, EmbeddedLedger, LedgerConfig, SLOW_COMMIT, SlowCommit,
+};
 use segmart_storage::ledger::{AppendOutcome, Ledger, LedgerRecord, UsageFilter};
 use sqlx::postgres::PgPoolOptions;
 
@@ -61,6 +63,10 @@ pub struct MeteringArgs {
     /// Skip the PostgreSQL peer.
     #[arg(long)]
     pub no_postgres: bool,
+    /// Print this many of the slowest traced group commits (those over 5 ms) of each run, with
+    /// their phases, page faults, run-queue wait and table growths.
+    #[arg(long, default_value_t = 0)]
+    pub slow_commits: usize,
 }
 
 const BUYERS: i64 = 1_000;
@@ -262,6 +268,58 @@ fn print_profile(profile: &CommitProfile) {
         profile.slowest_commit.as_secs_f64() * 1e3,
         profile.slowest_sync.as_secs_f64() * 1e3
     );
+}
+
+/// The slowest traced commits of a run, and what they add up to.
+fn print_slow_commits(ledger: &EmbeddedLedger, show: usize) {
+    let (count, mut kept) = ledger.slow_commits();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let sum = |f: fn(&SlowCommit) -> Duration| kept.iter().map(f).sum::<Duration>();
+    println!(
+        "  {count} group commits over {} ms; of the {} kept: total {:.0} ms = take {:.0}, \
+         frames {:.0}, write {:.0}, fdatasync {:.0}, apply {:.0}; writer on CPU {:.0} ms, \
+         waiting for one {:.0} ms; {} minor faults; {} index and {} usage shard growths",
+        ms(SLOW_COMMIT),
+        kept.len(),
+        ms(sum(|c| c.total)),
+        ms(sum(|c| c.take)),
+        ms(sum(|c| c.frames)),
+        ms(sum(|c| c.write)),
+        ms(sum(|c| c.sync)),
+        ms(sum(|c| c.apply)),
+        ms(sum(|c| c.on_cpu)),
+        ms(sum(|c| c.run_delay)),
+        kept.iter().map(|c| c.minor_faults).sum::<u64>(),
+        kept.iter().map(|c| c.index_growths).sum::<u64>(),
+        kept.iter().map(|c| c.usage_growths).sum::<u64>(),
+    );
+    kept.sort_by_key(|c| std::cmp::Reverse(c.total));
+    for c in kept.iter().take(show) {
+        println!(
+            "    {:5.1} ms, {} records in {} batches (first queued {:.1} ms): take {:.1}, \
+             frames {:.1}, write {:.1}, fdatasync {:.1}, wait {:.1}, apply {:.1}; on CPU {:.1}, run queue \
+             {:.1}, preempted {}×; {} minor / {} major faults; grew {} index, {} usage shards; \
+             segment rotation before it {:.1} ms",
+            ms(c.total),
+            c.records,
+            c.batches,
+            ms(c.queued),
+            ms(c.take),
+            ms(c.frames),
+            ms(c.write),
+            ms(c.sync),
+            ms(c.apply_wait),
+            ms(c.apply),
+            ms(c.on_cpu),
+            ms(c.run_delay),
+            c.preempted,
+            c.minor_faults,
+            c.major_faults,
+            c.index_growths,
+            c.usage_growths,
+            ms(c.rotation_before),
+        );
+    }
 }
 
 fn load() -> String {
@@ -542,7 +600,6 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
     let (groups, write_time) = ledger.group_commits();
     let profile = ledger.commit_profile();
     ledger.shutdown().await?;
-    drop(ledger);
     measured.print("embedded ledger (durable acks)");
     println!(
         "  {} records, {:.1} log bytes per event; {groups} group commits of {:.0} events, \
@@ -554,6 +611,8 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         load()
     );
     print_profile(&profile);
+    print_slow_commits(&ledger, args.slow_commits);
+    drop(ledger);
     if stats.records != args.events as u64 {
         bail!(
             "the ledger holds {} records, {} were appended",
@@ -607,7 +666,6 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
         let (groups, write_time) = ledger.group_commits();
         let profile = ledger.commit_profile();
         ledger.shutdown().await?;
-        drop(ledger);
         paced.print(&format!("same, paced at {} events/s", args.rate));
         println!(
             "  {groups} group commits of {:.0} events, write + fdatasync {:.2} ms each; \
@@ -617,6 +675,8 @@ pub async fn run(args: MeteringArgs) -> anyhow::Result<()> {
             load()
         );
         print_profile(&profile);
+        print_slow_commits(&ledger, args.slow_commits);
+        drop(ledger);
     }
     drop(temp);
 

@@ -11,9 +11,12 @@
 //!   queued (bounded by [`LedgerConfig::max_group_bytes`]), decides which records are new
 //!   (a new id enters the index at once with the location its frame will have, so the first
 //!   occurrence wins, within a group too), appends their frames with one `write`,
-//!   `fdatasync`s once, publishes the durable length, updates the usage map, then answers
-//!   every caller (handing the batches back, so they are freed in the callers' tasks).
-//!   Acknowledged means durable, and nothing is visible before it is durable: readers ignore
+//!   `fdatasync`s once and publishes the durable length. It then hands the group to the
+//!   applier thread and goes on with the next group, so group n + 1 is written and synced
+//!   while group n is applied. The applier updates the usage map and the sparse index, in
+//!   order, then answers every caller (handing the batches back, so they are freed in the
+//!   callers' tasks). Acknowledged means durable *and* applied, so a report read after an
+//!   acknowledgement includes it; nothing is visible before it is durable: readers ignore
 //!   index locations beyond the durable length. Duplicates are not logged.
 //! - **Log** (`log.rs`, `codec.rs`): `ledger-<seq>.log` segments of `[len][crc32][payload]`
 //!   frames, one per record, each carrying its sequence number and its place in its group
@@ -25,9 +28,9 @@
 //!   the location up and reads the frame back with `pread`, checking its CRC and that the id
 //!   really matches.
 //! - **Usage**: a map (day, member, category, segment, buyer) → (impressions, data cost,
-//!   payout, platform fee), updated for every `Charged` charge as records are applied; 64
-//!   shards that grow one at a time like the index (a single table of 650 k keys doubled in
-//!   one piece, 73 MiB, and stalled the writer for up to a quarter of a second).
+//!   payout, platform fee), updated for every `Charged` charge as records are applied: an
+//!   open-addressing table that grows incrementally (`usage_table.rs`; no insert copies the
+//!   map, and a growing table's pages are faulted in as the migration reaches them).
 //!   [`Ledger::usage`] filters and sorts it; its cost depends on the number of distinct keys,
 //!   never on the number of impressions.
 //! - **Records** ([`Ledger::records`]): a sparse index (one mark every 1024 records) from
@@ -42,8 +45,8 @@
 //! control byte, at a load of 44–88 %: 28–57 B (52.4 B measured at 2 M records). Shards double
 //! early at staggered fill levels, so their rehashes do not all land in one group commit. The sparse index adds
 //! 0.02 B. The usage map grows with distinct (day, member, category, segment, buyer) keys
-//! (112 B per bucket; 110–160 B per key with the staggered shard growth, 104 MiB measured at
-//! 650 k keys), not with impressions. Records themselves stay on disk.
+//! (one 64-byte slot per key at a load of 3/8–3/4: 85–171 B per key, twice that for the old
+//! table during a migration; 64 MiB measured at 600 k keys), not with impressions. Records themselves stay on disk.
 //!
 //! # Recovery
 //!
@@ -63,6 +66,8 @@
 
 mod codec;
 mod log;
+mod trace;
+mod usage_table;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -89,7 +94,12 @@ use crate::ledger::{
     UsageRow,
 };
 use codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, PayloadHeader};
+pub use trace::SlowCommit;
+use usage_table::UsageTable;
 use writer::{EncodedBatch, Request, Writer};
+
+/// Group commits slower than this are traced (see [`EmbeddedLedger::slow_commits`]).
+pub const SLOW_COMMIT: Duration = Duration::from_millis(5);
 
 /// Settings of an [`EmbeddedLedger`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,13 +246,6 @@ impl Hasher for UsageHasher {
     }
 }
 
-/// The usage shard of a key: bits 40–45 of its hash, which hashbrown uses neither for the
-/// bucket (low bits) nor for the tag (top 7 bits), so the keys of one shard still spread.
-fn usage_shard(key: &UsageKey) -> usize {
-    let hash = BuildHasherDefault::<UsageHasher>::default().hash_one(key);
-    (hash >> 40) as usize % USAGE_SHARDS
-}
-
 /// Uniform hashes fill all shards of a map alike, so left alone they would all double
 /// (rehash) in the same group commit, one long stall. Shard `i` of `shards` doubles early,
 /// at (`shards` + `i`) / (2 × `shards`) of its capacity, which spreads the rehashes over
@@ -251,19 +254,18 @@ fn grow_early<K: Eq + std::hash::Hash, V, S: BuildHasher>(
     shard: &mut HashMap<K, V, S>,
     index: usize,
     shards: usize,
+    growths: &AtomicU64,
 ) {
     let (capacity, len) = (shard.capacity(), shard.len());
     if capacity >= 1024 && len * 2 * shards >= capacity * (shards + index) {
         shard.reserve(capacity - len + 1);
+        growths.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-type UsageMap = HashMap<UsageKey, UsageSums, BuildHasherDefault<UsageHasher>>;
 type IdMap = HashMap<u128, u64, IdHash>;
 
 const INDEX_SHARDS: usize = 64;
-/// Shards of the usage map: like the index, so that no growth copies the whole map at once.
-const USAGE_SHARDS: usize = 64;
 /// Largest encoded batch one append may carry (a group holds at most `max_group_bytes` plus
 /// one batch, so every frame offset fits the 32 bits of a [`Location`]).
 const MAX_BATCH_BYTES: usize = 1 << 30;
@@ -300,11 +302,9 @@ pub(crate) struct Shared {
     config: LedgerConfig,
     hash_keys: (u64, u64),
     index: Box<[RwLock<IdMap>]>,
-    /// The usage map in [`USAGE_SHARDS`] shards, chosen by bits of the key's hash that
-    /// hashbrown does not use for buckets or tags. The writer holds every shard's write lock
-    /// while it applies a group and readers take every read lock, so a report always sees
-    /// whole groups.
-    usage: Box<[RwLock<UsageMap>]>,
+    /// The usage map; the applier holds its write lock while it applies a group, so a report
+    /// always sees whole groups.
+    usage: RwLock<UsageTable>,
     segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
     /// (seq, location) of every MARK_EVERY-th record and of each segment's first record.
     marks: RwLock<Vec<(u64, Location)>>,
@@ -321,6 +321,13 @@ pub(crate) struct Shared {
     /// `fdatasync`, in microseconds.
     slowest_commit_micros: AtomicU64,
     slowest_sync_micros: AtomicU64,
+    /// Shards of the dedup index and of the usage map that grew since open.
+    index_growths: AtomicU64,
+    usage_growths: AtomicU64,
+    /// The first [`trace::KEPT_SLOW_COMMITS`] group commits slower than [`SLOW_COMMIT`], and
+    /// how many there were in all.
+    slow_commits: Mutex<Vec<SlowCommit>>,
+    slow_commit_count: AtomicU64,
 }
 
 /// The steps of a group commit, timed separately (see [`CommitProfile`]).
@@ -333,7 +340,7 @@ pub(crate) enum Phase {
     Apply,
 }
 
-const PHASES: usize = 5;
+pub(crate) const PHASES: usize = 5;
 
 impl Shared {
     pub(crate) fn add_phase(&self, phase: Phase, time: Duration) {
@@ -347,6 +354,21 @@ impl Shared {
     pub(crate) fn add_commit(&self, time: Duration) {
         self.slowest_commit_micros
             .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn growths(&self) -> (u64, u64) {
+        (
+            self.index_growths.load(Ordering::Relaxed),
+            self.usage_growths.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn add_slow_commit(&self, commit: SlowCommit) {
+        self.slow_commit_count.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.slow_commits.lock().expect("not poisoned");
+        if kept.len() < trace::KEPT_SLOW_COMMITS {
+            kept.push(commit);
+        }
     }
 }
 
@@ -384,7 +406,7 @@ impl Shared {
     pub(crate) fn insert_new(&self, hash: u128, location: Location) -> bool {
         let shard_index = (hash >> 122) as usize % INDEX_SHARDS;
         let mut shard = self.index[shard_index].write();
-        grow_early(&mut shard, shard_index, INDEX_SHARDS);
+        grow_early(&mut shard, shard_index, INDEX_SHARDS, &self.index_growths);
         match shard.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -417,35 +439,37 @@ impl Shared {
         records: impl Iterator<Item = (u64, Location, u128, &'a LedgerRecord)>,
         index: bool,
     ) {
-        let mut usage: Vec<_> = self.usage.iter().map(|shard| shard.write()).collect();
+        let mut usage = self.usage.write();
         let mut marks = self.marks.write();
+        let growths = usage.growths();
+        let mut charges = Vec::new();
         for (seq, location, hash, record) in records {
             if index {
                 self.shard(hash).write().insert(hash, location.0);
             }
             let day = day_of(record.at);
-            for charge in &record.charges {
-                if charge.status != ChargeStatus::Charged {
-                    continue;
-                }
-                let key = UsageKey {
-                    day,
-                    member_id: charge.member_id,
-                    data_category_id: charge.data_category_id,
-                    segment: charge.segment.0,
-                    buyer_id: record.buyer_id,
-                };
-                let shard_index = usage_shard(&key);
-                let shard = &mut usage[shard_index];
-                if !shard.contains_key(&key) {
-                    grow_early(shard, shard_index, USAGE_SHARDS);
-                }
-                let sums = shard.entry(key).or_default();
-                sums.impressions += 1;
-                sums.data_cost += charge.data_cost_micros;
-                sums.payout += charge.payout_micros;
-                sums.platform_fee += charge.platform_fee_micros;
-            }
+            charges.extend(
+                record
+                    .charges
+                    .iter()
+                    .filter(|charge| charge.status == ChargeStatus::Charged)
+                    .map(|charge| {
+                        let key = UsageKey {
+                            day,
+                            member_id: charge.member_id,
+                            data_category_id: charge.data_category_id,
+                            segment: charge.segment.0,
+                            buyer_id: record.buyer_id,
+                        };
+                        let sums = UsageSums {
+                            impressions: 1,
+                            data_cost: charge.data_cost_micros,
+                            payout: charge.payout_micros,
+                            platform_fee: charge.platform_fee_micros,
+                        };
+                        (key, sums)
+                    }),
+            );
             let new_segment = marks
                 .last()
                 .is_none_or(|(_, last)| last.segment() != location.segment());
@@ -453,6 +477,9 @@ impl Shared {
                 marks.push((seq, location));
             }
         }
+        usage.add_all(charges.into_iter());
+        self.usage_growths
+            .fetch_add(usage.growths() - growths, Ordering::Relaxed);
     }
 
     fn publish_segment_len(&self, segment: u64, len: u64) {
@@ -681,9 +708,7 @@ impl EmbeddedLedger {
             index: (0..INDEX_SHARDS)
                 .map(|_| RwLock::new(IdMap::default()))
                 .collect(),
-            usage: (0..USAGE_SHARDS)
-                .map(|_| RwLock::new(UsageMap::default()))
-                .collect(),
+            usage: RwLock::new(UsageTable::default()),
             segments: RwLock::new(BTreeMap::new()),
             marks: RwLock::new(Vec::new()),
             visible_seq: AtomicU64::new(0),
@@ -694,6 +719,10 @@ impl EmbeddedLedger {
             phase_micros: Default::default(),
             slowest_commit_micros: AtomicU64::new(0),
             slowest_sync_micros: AtomicU64::new(0),
+            index_growths: AtomicU64::new(0),
+            usage_growths: AtomicU64::new(0),
+            slow_commits: Mutex::new(Vec::new()),
+            slow_commit_count: AtomicU64::new(0),
         });
         let (log, recovery) = recover(&shared)?;
         let recovery = LedgerRecovery {
@@ -710,9 +739,7 @@ impl EmbeddedLedger {
         );
         let (sender, receiver) = sync_channel(shared.config.queue_capacity);
         let writer = Writer::new(Arc::clone(&shared), receiver, log, recovery.records + 1);
-        let writer = std::thread::Builder::new()
-            .name("segmart-ledger-writer".into())
-            .spawn(move || writer.run())?;
+        let writer = writer.run()?;
         Ok(EmbeddedLedger {
             shared,
             sender,
@@ -754,6 +781,19 @@ impl EmbeddedLedger {
         }
     }
 
+    /// Group commits slower than [`SLOW_COMMIT`] since open: how many, and the first
+    /// thousand or so with their phases and what the writer thread went through meanwhile.
+    pub fn slow_commits(&self) -> (u64, Vec<SlowCommit>) {
+        (
+            self.shared.slow_commit_count.load(Ordering::Relaxed),
+            self.shared
+                .slow_commits
+                .lock()
+                .expect("not poisoned")
+                .clone(),
+        )
+    }
+
     /// Memory held by the dedup index and the usage map.
     pub fn memory(&self) -> LedgerMemory {
         let mut memory = LedgerMemory::default();
@@ -762,14 +802,9 @@ impl EmbeddedLedger {
             memory.index_entries += shard.len() as u64;
             memory.index_bytes += table_bytes(shard.capacity(), 24);
         }
-        for shard in self.shared.usage.iter() {
-            let shard = shard.read();
-            memory.usage_keys += shard.len() as u64;
-            memory.usage_bytes += table_bytes(
-                shard.capacity(),
-                std::mem::size_of::<(UsageKey, UsageSums)>(),
-            );
-        }
+        let usage = self.shared.usage.read();
+        memory.usage_keys = usage.len() as u64;
+        memory.usage_bytes = usage.bytes();
         memory
     }
 
@@ -817,6 +852,7 @@ impl EmbeddedLedger {
             bodies: Vec::with_capacity(records.len() * 160),
             ends: Vec::with_capacity(records.len()),
             records: Vec::new(),
+            queued_at: Instant::now(),
         };
         for (i, record) in records.iter().enumerate() {
             codec::encode_body(record, &mut batch.bodies).map_err(|error| {
@@ -838,6 +874,7 @@ impl EmbeddedLedger {
             }
         }
         batch.records = records;
+        batch.queued_at = Instant::now();
         Ok(batch)
     }
 }
@@ -1103,11 +1140,10 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, LedgerError> {
-        // Every shard at once: the writer applies a group under all their write locks.
-        let shards: Vec<_> = self.shared.usage.iter().map(|shard| shard.read()).collect();
-        let mut rows: Vec<UsageRow> = shards
+        // The applier applies a group under the write lock: a report sees whole groups.
+        let usage = self.shared.usage.read();
+        let mut rows: Vec<UsageRow> = usage
             .iter()
-            .flat_map(|shard| shard.iter())
             .filter(|(key, _)| {
                 filter.from_day.is_none_or(|from| key.day >= from)
                     && filter.to_day.is_none_or(|to| key.day <= to)
@@ -1126,7 +1162,7 @@ impl Ledger for EmbeddedLedger {
                 platform_fee_micros: sums.platform_fee,
             })
             .collect();
-        drop(shards);
+        drop(usage);
         rows.sort_unstable();
         Ok(rows)
     }
