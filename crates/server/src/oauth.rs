@@ -172,22 +172,10 @@ async fn issue(state: SharedState, request: Request) -> ApiResult<TokenResponse>
         .parse::<ClientId>()
         .ok()
         .and_then(|id| state.directory.client(id));
-    // Verify against a fixed hash when the client is unknown, so timing does not reveal which
-    // client ids exist.
-    let stored_hash = client
-        .as_ref()
-        .map(|c| c.secret_hash.clone())
-        .unwrap_or_else(|| DUMMY_HASH.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || secrets::verify_secret(&client_secret, &stored_hash))
-            .await
-            .map_err(ApiError::internal)?;
+    let verified = secret_matches(client_secret, client.as_ref().map(|c| &c.secret_hash)).await?;
     let client = match client {
         Some(client) if verified && !client.revoked => client,
-        _ => {
-            state.metrics.add("segmart_tokens_refused_total", "", 1);
-            return Err(invalid_client());
-        }
+        _ => return Err(refused(&state)),
     };
     if !requested.is_subset_of(client.permissions) {
         let missing: Vec<&str> = requested
@@ -232,20 +220,10 @@ async fn issue_buyer(
         Ok(id) => state.catalog.get_buyer_client(id).await?,
         Err(_) => None,
     };
-    let stored_hash = client
-        .as_ref()
-        .map(|c| c.secret_hash.clone())
-        .unwrap_or_else(|| DUMMY_HASH.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || secrets::verify_secret(&client_secret, &stored_hash))
-            .await
-            .map_err(ApiError::internal)?;
+    let verified = secret_matches(client_secret, client.as_ref().map(|c| &c.secret_hash)).await?;
     let client = match client {
         Some(client) if verified && !client.revoked => client,
-        _ => {
-            state.metrics.add("segmart_tokens_refused_total", "", 1);
-            return Err(invalid_client());
-        }
+        _ => return Err(refused(state)),
     };
     if !requested.is_subset_of(client.permissions) {
         return Err(invalid_scope(format!(
@@ -267,6 +245,21 @@ async fn issue_buyer(
         expires_in: state.settings.token_ttl_secs,
         scope: format!("buyer:{requested}"),
     })
+}
+
+/// Verifies a client secret off the async threads (argon2 is slow on purpose). An unknown
+/// client is verified against a fixed hash, so timing does not reveal which client ids exist.
+async fn secret_matches(secret: String, stored_hash: Option<&String>) -> ApiResult<bool> {
+    let hash = stored_hash.unwrap_or(&DUMMY_HASH).clone();
+    tokio::task::spawn_blocking(move || secrets::verify_secret(&secret, &hash))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// A refused client: counted, and answered with `invalid_client`.
+fn refused(state: &SharedState) -> ApiError {
+    state.metrics.add("segmart_tokens_refused_total", "", 1);
+    invalid_client()
 }
 
 static DUMMY_HASH: std::sync::LazyLock<String> =

@@ -632,28 +632,6 @@ async fn every_cross_tenant_read_and_write_is_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-async fn buyer_token(
-    server: &TestServer,
-    id: &str,
-    secret: &str,
-    scope: &str,
-) -> (StatusCode, Value) {
-    let response = server
-        .http
-        .post(server.url("/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn buyer_clients_get_tokens_with_buyer_permissions_only() {
     let server = TestServer::start().await;
@@ -689,43 +667,41 @@ async fn buyer_clients_get_tokens_with_buyer_permissions_only() {
 
     // A buyer client asks for buyer permissions; it gets no more than it holds.
     let reader_id = reader.client.id.to_string();
-    let (status, body) =
-        buyer_token(&server, &reader_id, &reader.secret, "buyer:buyer_campaigns").await;
+    let (status, body) = server
+        .scoped_token(&reader_id, &reader.secret, "buyer:buyer_campaigns")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_scope");
-    let (status, body) = buyer_token(
-        &server,
-        &reader_id,
-        &reader.secret,
-        &format!("target-entity:{}:dmp_profile", server.target_entity()),
-    )
-    .await;
+    let (status, body) = server
+        .scoped_token(
+            &reader_id,
+            &reader.secret,
+            &format!("target-entity:{}:dmp_profile", server.target_entity()),
+        )
+        .await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "not a provider client: {body}"
     );
-    let (status, body) =
-        buyer_token(&server, &reader_id, "wrong", "buyer:buyer_segments_read").await;
+    let (status, body) = server
+        .scoped_token(&reader_id, "wrong", "buyer:buyer_segments_read")
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, body) = buyer_token(
-        &server,
-        &reader_id,
-        &reader.secret,
-        "buyer:buyer_segments_read",
-    )
-    .await;
+    let (status, body) = server
+        .scoped_token(&reader_id, &reader.secret, "buyer:buyer_segments_read")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["expires_in"], 3599);
     let read_token = body["access_token"].as_str().unwrap().to_owned();
     // A provider client cannot get buyer permissions either.
-    let (status, _) = buyer_token(
-        &server,
-        &acme.tenant.client_id,
-        &acme.tenant.client_secret,
-        "buyer:buyer_segments_read",
-    )
-    .await;
+    let (status, _) = server
+        .scoped_token(
+            &acme.tenant.client_id,
+            &acme.tenant.client_secret,
+            "buyer:buyer_segments_read",
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let (status, _) = server.get("/buyer/segments", &read_token).await;
@@ -740,13 +716,13 @@ async fn buyer_clients_get_tokens_with_buyer_permissions_only() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "missing_permission");
     // The full client activates and builds a campaign, like a signed-in user.
-    let (_, body) = buyer_token(
-        &server,
-        &full.client.id.to_string(),
-        &full.secret,
-        "buyer:buyer_activate,buyer_campaigns,buyer_segments_read",
-    )
-    .await;
+    let (_, body) = server
+        .scoped_token(
+            &full.client.id.to_string(),
+            &full.secret,
+            "buyer:buyer_activate,buyer_campaigns,buyer_segments_read",
+        )
+        .await;
     let full_token = body["access_token"].as_str().unwrap().to_owned();
     let (status, _) = server
         .post(

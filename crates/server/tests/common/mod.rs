@@ -236,6 +236,25 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The client-credentials grant with a whole `scope` as given (e.g. `buyer:…`): the status
+    /// and the JSON body.
+    pub async fn scoped_token(&self, id: &str, secret: &str, scope: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
     pub async fn token(&self, client_id: &str, secret: &str, perms: &str) -> String {
         let response = self.token_response(client_id, secret, perms).await;
         assert_eq!(response.status(), StatusCode::OK);
