@@ -137,7 +137,7 @@ fn writer_thread_schedstat() -> Option<std::path::PathBuf> {
     std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
         let path = task.ok()?.path();
         let comm = std::fs::read_to_string(path.join("comm")).ok()?;
-        (comm.trim() == "profile-writer").then(|| path.join("schedstat"))
+        (comm.trim() == segmart_storage::embedded::WRITER_THREAD).then(|| path.join("schedstat"))
     })
 }
 

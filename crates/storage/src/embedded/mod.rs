@@ -127,6 +127,10 @@ use crate::profile::{
 use table::{Key, SHARDS, Table};
 use writer::{Applier, Reply, Request, Writer};
 
+/// Name of the store's writer thread (thread names stay within Linux's 15 visible
+/// characters, so tools such as `perf` and the batch benchmark can tell the threads apart).
+pub const WRITER_THREAD: &str = "profile-writer";
+
 /// Settings of an [`EmbeddedProfileStore`].
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -347,9 +351,8 @@ impl EmbeddedProfileStore {
             floor_ms,
             wal_bytes.saturating_sub(wal::SEGMENT_HEADER),
         );
-        // Thread names stay within Linux's 15 visible characters, so tools can tell them apart.
         let writer = std::thread::Builder::new()
-            .name("profile-writer".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || writer.run())?;
         let cleanup_stop = Arc::new(StopSignal::default());
         let cleanup = {
