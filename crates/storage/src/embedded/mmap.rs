@@ -83,6 +83,18 @@ impl<T: Copy> MmapVec<T> {
         vec
     }
 
+    /// Like [`Self::zeroed`], but in 4 KiB pages: for a table whose first touches are spread
+    /// out on purpose (an incremental migration), where faulting a huge page would clear
+    /// 2 MiB at once.
+    pub(crate) fn zeroed_small_pages(len: usize) -> Self {
+        let vec = Self::zeroed(len);
+        if vec.reserved > 0 {
+            // SAFETY: advice on this value's own mapping; failure only costs speed.
+            unsafe { libc::madvise(vec.ptr.as_ptr().cast(), vec.reserved, libc::MADV_NOHUGEPAGE) };
+        }
+        vec
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -97,7 +97,7 @@
 
 mod codec;
 pub(crate) mod files;
-mod mmap;
+pub(crate) mod mmap;
 mod snapshot;
 mod table;
 mod wal;

@@ -11,11 +11,10 @@
 //! [`UsageTable::add_all`] updates a group's charges with the slots of the next few prefetched,
 //! so their cache misses overlap instead of queueing one after the other.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::hash::{BuildHasher, BuildHasherDefault};
-use std::ptr::NonNull;
 
 use super::{UsageHasher, UsageKey, UsageSums};
+use crate::embedded::mmap::MmapVec;
 
 /// Slots of the old table moved per insert during a migration. A migration starts when the
 /// table of `c` slots is 3/4 full; at 4 slots per insert it ends after `c / 4` inserts, when
@@ -102,72 +101,32 @@ impl Slot {
     }
 }
 
-/// A zeroed (all empty) array of slots.
-struct Slots {
-    ptr: NonNull<Slot>,
-    len: usize,
-    /// Mapped straight from the kernel (large tables) rather than from the allocator.
-    mapped: bool,
-}
-
-// SAFETY: `Slots` owns its allocation like a `Box<[Slot]>`.
-unsafe impl Send for Slots {}
-unsafe impl Sync for Slots {}
-
-/// Tables from this size on are mapped from the kernel: its zero pages are handed out as they
-/// are first written (4 KiB at a time, as the migration reaches them), where an allocator may
-/// hand back used memory and clear all of it at once, or fault in huge pages.
-const MAP_FROM: usize = 1 << 20;
+/// A zeroed (all empty) array of slots, mapped from the kernel in 4 KiB pages: its zero pages
+/// are handed out as they are first written (as the migration reaches them), where an allocator
+/// may hand back used memory and clear all of it at once, or fault in huge pages.
+struct Slots(MmapVec<Slot>);
 
 impl Slots {
     fn zeroed(len: usize) -> Slots {
         assert!(len.is_power_of_two());
-        let layout = Layout::array::<Slot>(len).expect("usage table size");
-        if layout.size() >= MAP_FROM {
-            // SAFETY: a fresh private anonymous mapping; the kernel zero-fills it.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    layout.size(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if ptr != libc::MAP_FAILED {
-                // SAFETY: as above; no huge pages, so first touches stay small.
-                unsafe { libc::madvise(ptr, layout.size(), libc::MADV_NOHUGEPAGE) };
-                let ptr = NonNull::new(ptr as *mut Slot).expect("mmap returned a valid address");
-                return Slots {
-                    ptr,
-                    len,
-                    mapped: true,
-                };
-            }
-        }
-        // SAFETY: the layout is not zero-sized; an all-zero `Slot` is a valid (empty) slot.
-        let ptr = unsafe { alloc_zeroed(layout) } as *mut Slot;
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Slots {
-            ptr,
-            len,
-            mapped: false,
-        }
+        // An all-zero `Slot` is a valid (empty) slot.
+        Slots(MmapVec::zeroed_small_pages(len))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 
     fn as_slice(&self) -> &[Slot] {
-        // SAFETY: `ptr` holds `len` initialized slots.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        self.0.as_slice()
     }
 
     fn as_mut_slice(&mut self) -> &mut [Slot] {
-        // SAFETY: as above, and `&mut self` is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        self.0.as_mut_slice()
     }
 
     fn mask(&self) -> usize {
-        self.len - 1
+        self.len() - 1
     }
 
     /// Where `key` is, or the empty slot where it would go.
@@ -193,23 +152,10 @@ impl Slots {
         // SAFETY: prefetching is only a hint; the address is inside the allocation.
         unsafe {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr().add(at) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(self.as_slice().as_ptr().add(at) as *const i8);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = at;
-    }
-}
-
-impl Drop for Slots {
-    fn drop(&mut self) {
-        let layout = Layout::array::<Slot>(self.len).expect("usage table size");
-        if self.mapped {
-            // SAFETY: mapped in `zeroed` with this size, and no longer used.
-            unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, layout.size()) };
-        } else {
-            // SAFETY: allocated in `zeroed` with this layout.
-            unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) }
-        }
     }
 }
 
@@ -255,7 +201,7 @@ impl UsageTable {
 
     /// Bytes of the slot arrays (both during a migration).
     pub(crate) fn bytes(&self) -> u64 {
-        let slots = self.table.len + self.old.as_ref().map_or(0, |(old, _)| old.len);
+        let slots = self.table.len() + self.old.as_ref().map_or(0, |(old, _)| old.len());
         (slots * size_of::<Slot>()) as u64
     }
 
@@ -309,8 +255,8 @@ impl UsageTable {
         self.table.as_mut_slice()[at] = slot;
         self.len += 1;
         self.migrate();
-        if self.old.is_none() && self.len * 4 > self.table.len * 3 {
-            let bigger = Slots::zeroed(self.table.len * 2);
+        if self.old.is_none() && self.len * 4 > self.table.len() * 3 {
+            let bigger = Slots::zeroed(self.table.len() * 2);
             self.old = Some((std::mem::replace(&mut self.table, bigger), 0));
             self.growths += 1;
         }
@@ -321,7 +267,7 @@ impl UsageTable {
         let Some((old, next)) = &mut self.old else {
             return;
         };
-        let end = (*next + MIGRATE_PER_INSERT).min(old.len);
+        let end = (*next + MIGRATE_PER_INSERT).min(old.len());
         for at in *next..end {
             let slot = old.as_slice()[at];
             if slot.is_empty() {
@@ -332,7 +278,7 @@ impl UsageTable {
             self.table.as_mut_slice()[to] = slot;
         }
         *next = end;
-        if end == old.len {
+        if end == old.len() {
             self.old = None;
         }
     }
