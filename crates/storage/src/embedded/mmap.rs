@@ -5,7 +5,8 @@
 //!
 //! - **Transparent huge pages.** Random lookups over gigabytes are dominated by TLB misses with
 //!   4 KiB pages. The machines segmart targets run THP in `madvise` mode, so every mapping is
-//!   marked `MADV_HUGEPAGE`.
+//!   marked `MADV_HUGEPAGE` (except [`MmapVec::zeroed_small_pages`], for tables filled a few
+//!   slots at a time, where one huge-page fault would clear 2 MiB at once).
 //! - **Growth in place, in small steps.** A growable array reserves address space up front
 //!   (`PROT_NONE`, 2 MiB-aligned, no memory committed) and grows by `mprotect`-ing the next
 //!   few percent of it: no copy, no slack beyond one step, and the address stays aligned so
