@@ -109,6 +109,9 @@ pub struct LedgerConfig {
     /// A new log segment starts once the current one reaches this size.
     pub segment_bytes: u64,
     /// Upper bound of one group commit's log bytes (more batches wait for the next one).
+    /// 1 MiB (about 6 000 records) by default: a group's records, index entries and usage
+    /// slots then stay in the CPU caches while it is applied. Under overload 16 MiB groups of
+    /// 35 000 records cost 2.5× more per record than small ones, which made the backlog grow.
     pub max_group_bytes: usize,
     /// Log bytes one [`Ledger::records`] call reads at most.
     pub max_scan_bytes: u64,
@@ -119,7 +122,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             queue_capacity: 1024,
             segment_bytes: 256 << 20,
-            max_group_bytes: 16 << 20,
+            max_group_bytes: 1 << 20,
             max_scan_bytes: 64 << 20,
         }
     }
