@@ -46,6 +46,10 @@ pub(crate) const NO_LINKS: u32 = u32::MAX;
 const MAX_LOAD_PCT: usize = 85;
 /// Growth factor of the slot array (percent). Below 2 so the average load stays high.
 const GROW_PCT: usize = 115;
+/// A slot array of fewer home positions than this (1.5 MiB) doubles instead: a new store's
+/// shards then reach working size in a few copies rather than dozens (each growth copies the
+/// shard and maps fresh memory), at a memory cost bounded by 64 × 1.5 MiB.
+const DOUBLE_BELOW: usize = 1 << 16;
 /// Load a rebuilt (compacted or shrunk) table is sized for (percent).
 const REBUILD_LOAD_PCT: usize = 75;
 /// A table is shrunk by compaction when its load falls below this (percent).
@@ -354,7 +358,13 @@ impl Table {
 
     /// Capacity to grow to so that `extra` more profiles fit.
     pub(crate) fn grown_capacity(&self, extra: usize) -> usize {
-        (self.capacity * GROW_PCT / 100)
+        let factor = if self.capacity < DOUBLE_BELOW {
+            200
+        } else {
+            GROW_PCT
+        };
+        (self.capacity * factor / 100)
+            .min(DOUBLE_BELOW.max(self.capacity * GROW_PCT / 100))
             .max(capacity_for(self.profiles + extra, MAX_LOAD_PCT))
             .max(MIN_CAPACITY)
     }

@@ -163,6 +163,13 @@ impl ShardApplier {
                 continue;
             }
             let mut guard = shard.0.upgradable_read();
+            // Grown once for the whole bucket (counting every mutation as a possible new
+            // profile: at most one bucket's worth of extra room), not once per chunk.
+            if guard.needs_growth(bucket.len()) {
+                let (slots, capacity) = guard.resized_slots(guard.grown_capacity(bucket.len()));
+                let old = guard.with_upgraded(|table| table.install_slots(slots, capacity));
+                drop(old);
+            }
             let mut start = 0;
             while start < bucket.len() {
                 let end = (start + APPLY_CHUNK).min(bucket.len());
