@@ -358,13 +358,14 @@ impl Table {
 
     /// Capacity to grow to so that `extra` more profiles fit.
     pub(crate) fn grown_capacity(&self, extra: usize) -> usize {
-        let factor = if self.capacity < DOUBLE_BELOW {
-            200
+        let step = self.capacity * GROW_PCT / 100;
+        let grown = if self.capacity < DOUBLE_BELOW {
+            // Doubling stops at `DOUBLE_BELOW`, unless one ordinary step is already past it.
+            (self.capacity * 2).min(DOUBLE_BELOW).max(step)
         } else {
-            GROW_PCT
+            step
         };
-        (self.capacity * factor / 100)
-            .min(DOUBLE_BELOW.max(self.capacity * GROW_PCT / 100))
+        grown
             .max(capacity_for(self.profiles + extra, MAX_LOAD_PCT))
             .max(MIN_CAPACITY)
     }

@@ -163,27 +163,20 @@ impl ShardApplier {
                 continue;
             }
             let mut guard = shard.0.upgradable_read();
-            // Grown once for the whole bucket (counting every mutation as a possible new
-            // profile: at most one bucket's worth of extra room), not once per chunk.
+            // Grown once for the whole bucket, counting every mutation as a possible new
+            // profile (at most one bucket's worth of extra room), so no chunk below needs to.
+            // Built beside the live slots (readers continue), swapped in briefly.
             if guard.needs_growth(bucket.len()) {
                 let (slots, capacity) = guard.resized_slots(guard.grown_capacity(bucket.len()));
                 let old = guard.with_upgraded(|table| table.install_slots(slots, capacity));
                 drop(old);
             }
+            for ahead in bucket.iter().take(PREFETCH_SLOTS_AHEAD) {
+                prefetch_pending(&guard, buffer, ahead);
+            }
             let mut start = 0;
             while start < bucket.len() {
                 let end = (start + APPLY_CHUNK).min(bucket.len());
-                if guard.needs_growth(end - start) {
-                    // Built beside the live slots (readers continue), swapped in briefly.
-                    let (slots, capacity) = guard.resized_slots(guard.grown_capacity(end - start));
-                    let old = guard.with_upgraded(|table| table.install_slots(slots, capacity));
-                    drop(old);
-                }
-                if start == 0 {
-                    for ahead in bucket.iter().take(PREFETCH_SLOTS_AHEAD) {
-                        prefetch_pending(&guard, buffer, ahead);
-                    }
-                }
                 guard.with_upgraded(|table| {
                     for index in start..end {
                         if let Some(ahead) = bucket.get(index + PREFETCH_SLOTS_AHEAD) {
