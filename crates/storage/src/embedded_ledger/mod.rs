@@ -324,9 +324,8 @@ pub(crate) struct Shared {
     /// `fdatasync`, in microseconds.
     slowest_commit_micros: AtomicU64,
     slowest_sync_micros: AtomicU64,
-    /// Shards of the dedup index and of the usage map that grew since open.
+    /// Shards of the dedup index that grew since open.
     index_growths: AtomicU64,
-    usage_growths: AtomicU64,
     /// The first [`trace::KEPT_SLOW_COMMITS`] group commits slower than [`SLOW_COMMIT`], and
     /// how many there were in all.
     slow_commits: Mutex<Vec<SlowCommit>>,
@@ -359,11 +358,8 @@ impl Shared {
             .fetch_max(time.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn growths(&self) -> (u64, u64) {
-        (
-            self.index_growths.load(Ordering::Relaxed),
-            self.usage_growths.load(Ordering::Relaxed),
-        )
+    pub(crate) fn index_growths(&self) -> u64 {
+        self.index_growths.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_slow_commit(&self, commit: SlowCommit) {
@@ -436,12 +432,13 @@ impl Shared {
     }
 
     /// Applies durable records (in sequence order) to the usage map and the marks, and to the
-    /// index when `index` (recovery; the writer entered them already).
+    /// index when `index` (recovery; the writer entered them already). Returns how many
+    /// migrations of the usage map this started.
     pub(crate) fn apply<'a>(
         &self,
         records: impl Iterator<Item = (u64, Location, u128, &'a LedgerRecord)>,
         index: bool,
-    ) {
+    ) -> u64 {
         let mut usage = self.usage.write();
         let mut marks = self.marks.write();
         let growths = usage.growths();
@@ -481,8 +478,7 @@ impl Shared {
             }
         }
         usage.add_all(charges.into_iter());
-        self.usage_growths
-            .fetch_add(usage.growths() - growths, Ordering::Relaxed);
+        usage.growths() - growths
     }
 
     fn publish_segment_len(&self, segment: u64, len: u64) {
@@ -723,7 +719,6 @@ impl EmbeddedLedger {
             slowest_commit_micros: AtomicU64::new(0),
             slowest_sync_micros: AtomicU64::new(0),
             index_growths: AtomicU64::new(0),
-            usage_growths: AtomicU64::new(0),
             slow_commits: Mutex::new(Vec::new()),
             slow_commit_count: AtomicU64::new(0),
         });
@@ -877,6 +872,7 @@ impl EmbeddedLedger {
             }
         }
         batch.records = records;
+        // Stamped when it is ready to queue: the encoding is not time spent waiting.
         batch.queued_at = Instant::now();
         Ok(batch)
     }

@@ -201,7 +201,7 @@ impl Writer {
         let started = Instant::now();
         let queued = started.saturating_duration_since(first.queued_at);
         let counters_before = self.counters.as_mut().map(CounterReader::read);
-        let (index_growths_before, _) = self.shared.growths();
+        let index_growths_before = self.shared.index_growths();
         self.phases = [Duration::ZERO; PHASES];
         if let Some((requests, entries)) = self.spares.as_ref().and_then(|s| s.try_recv().ok()) {
             self.requests = requests;
@@ -242,7 +242,7 @@ impl Writer {
             queued,
             phases: self.phases,
             counters,
-            index_growths: self.shared.growths().0 - index_growths_before,
+            index_growths: self.shared.index_growths() - index_growths_before,
             rotation: std::mem::take(&mut self.rotation),
         };
         self.send_to_applier(ToApplier::Group(Box::new(written)));
@@ -431,7 +431,7 @@ impl Applier {
         let applying = Instant::now();
         let waited = applying.saturating_duration_since(written.started);
         let counters_before = self.counters.as_mut().map(CounterReader::read);
-        let (_, usage_growths_before) = self.shared.growths();
+        let mut usage_growths = 0;
         if let Ok(first_seq) = written.result
             && !written.entries.is_empty()
         {
@@ -445,7 +445,7 @@ impl Applier {
                     &batch.records[entry.record],
                 )
             });
-            self.shared.apply(applied, false);
+            usage_growths = self.shared.apply(applied, false);
             let last = first_seq + written.entries.len() as u64 - 1;
             self.shared.visible_seq.store(last, Ordering::Release);
         }
@@ -510,7 +510,7 @@ impl Applier {
                 preempted: counters.involuntary_switches,
                 index_growths: written.index_growths,
                 rotation_before: written.rotation,
-                usage_growths: self.shared.growths().1 - usage_growths_before,
+                usage_growths,
             };
             debug!(?commit, "slow ledger group commit");
             self.shared.add_slow_commit(commit);
