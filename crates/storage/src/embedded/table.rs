@@ -46,10 +46,13 @@ pub(crate) const NO_LINKS: u32 = u32::MAX;
 const MAX_LOAD_PCT: usize = 85;
 /// Growth factor of the slot array (percent). Below 2 so the average load stays high.
 const GROW_PCT: usize = 115;
-/// A slot array of fewer home positions than this (1.5 MiB) doubles instead: a new store's
-/// shards then reach working size in a few copies rather than dozens (each growth copies the
-/// shard and maps fresh memory), at a memory cost bounded by 64 × 1.5 MiB.
-const DOUBLE_BELOW: usize = 1 << 16;
+/// A slot array of fewer home positions than this (1.5 MiB) grows by [`FAST_GROW_PCT`]
+/// instead: a new store's shards then reach working size in a few copies rather than dozens
+/// (each growth copies the shard and maps fresh memory). Small shards' load then falls to 57 %
+/// at worst rather than 74 %.
+const FAST_GROW_BELOW: usize = 1 << 16;
+/// Growth factor of a small slot array (percent).
+const FAST_GROW_PCT: usize = 150;
 /// Load a rebuilt (compacted or shrunk) table is sized for (percent).
 const REBUILD_LOAD_PCT: usize = 75;
 /// A table is shrunk by compaction when its load falls below this (percent).
@@ -359,9 +362,11 @@ impl Table {
     /// Capacity to grow to so that `extra` more profiles fit.
     pub(crate) fn grown_capacity(&self, extra: usize) -> usize {
         let step = self.capacity * GROW_PCT / 100;
-        let grown = if self.capacity < DOUBLE_BELOW {
-            // Doubling stops at `DOUBLE_BELOW`, unless one ordinary step is already past it.
-            (self.capacity * 2).min(DOUBLE_BELOW).max(step)
+        let grown = if self.capacity < FAST_GROW_BELOW {
+            // Fast growth stops at `FAST_GROW_BELOW`, unless one ordinary step is already past it.
+            (self.capacity * FAST_GROW_PCT / 100)
+                .min(FAST_GROW_BELOW)
+                .max(step)
         } else {
             step
         };
