@@ -442,34 +442,31 @@ impl Shared {
         let mut usage = self.usage.write();
         let mut marks = self.marks.write();
         let growths = usage.growths();
-        let mut charges = Vec::new();
         for (seq, location, hash, record) in records {
             if index {
                 self.shard(hash).write().insert(hash, location.0);
             }
             let day = day_of(record.at);
-            charges.extend(
-                record
-                    .charges
-                    .iter()
-                    .filter(|charge| charge.status == ChargeStatus::Charged)
-                    .map(|charge| {
-                        let key = UsageKey {
-                            day,
-                            member_id: charge.member_id,
-                            data_category_id: charge.data_category_id,
-                            segment: charge.segment.0,
-                            buyer_id: record.buyer_id,
-                        };
-                        let sums = UsageSums {
-                            impressions: 1,
-                            data_cost: charge.data_cost_micros,
-                            payout: charge.payout_micros,
-                            platform_fee: charge.platform_fee_micros,
-                        };
-                        (key, sums)
-                    }),
-            );
+            let charged = record
+                .charges
+                .iter()
+                .filter(|charge| charge.status == ChargeStatus::Charged);
+            for charge in charged {
+                let key = UsageKey {
+                    day,
+                    member_id: charge.member_id,
+                    data_category_id: charge.data_category_id,
+                    segment: charge.segment.0,
+                    buyer_id: record.buyer_id,
+                };
+                let sums = UsageSums {
+                    impressions: 1,
+                    data_cost: charge.data_cost_micros,
+                    payout: charge.payout_micros,
+                    platform_fee: charge.platform_fee_micros,
+                };
+                usage.stage(key, sums);
+            }
             let new_segment = marks
                 .last()
                 .is_none_or(|(_, last)| last.segment() != location.segment());
@@ -477,7 +474,7 @@ impl Shared {
                 marks.push((seq, location));
             }
         }
-        usage.add_all(charges.into_iter());
+        usage.add_staged();
         usage.growths() - growths
     }
 

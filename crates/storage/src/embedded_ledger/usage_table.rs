@@ -8,7 +8,7 @@
 //! full. Lookups during a migration look in the new table, then in the part of the old one not
 //! yet moved.
 //!
-//! [`UsageTable::add_all`] updates a group's charges with the slots of the next few prefetched,
+//! [`UsageTable::add_staged`] updates a group's charges with the slots of the next few prefetched,
 //! so their cache misses overlap instead of queueing one after the other.
 
 use std::hash::{BuildHasher, BuildHasherDefault};
@@ -101,28 +101,76 @@ impl Slot {
     }
 }
 
+/// Slots per 4 KiB page.
+const SLOTS_PER_PAGE: usize = 4096 / size_of::<Slot>();
+
 /// A zeroed (all empty) array of slots, mapped from the kernel in 4 KiB pages: its zero pages
 /// are handed out as they are first written (as the migration reaches them), where an allocator
 /// may hand back used memory and clear all of it at once, or fault in huge pages.
-struct Slots(MmapVec<Slot>);
+///
+/// A page's first access is made a write ([`Slots::probe_for_insert`]): had it been a read,
+/// the kernel would map the shared zero page, and the write that follows would fault again
+/// to replace it, flushing the other cores' TLBs with an interrupt each time.
+struct Slots {
+    slots: MmapVec<Slot>,
+    /// One bit per page: set once the page has been written.
+    touched: Vec<u64>,
+}
 
 impl Slots {
     fn zeroed(len: usize) -> Slots {
         assert!(len.is_power_of_two());
         // An all-zero `Slot` is a valid (empty) slot.
-        Slots(MmapVec::zeroed_small_pages(len))
+        Slots {
+            slots: MmapVec::zeroed_small_pages(len),
+            touched: vec![0; len.div_ceil(SLOTS_PER_PAGE).div_ceil(64)],
+        }
+    }
+
+    /// Writes to the page of slot `at` if nothing has yet. A page never written holds zeros
+    /// only, so writing a zero changes nothing but how the kernel maps it.
+    #[inline]
+    fn touch(&mut self, at: usize) {
+        let page = at / SLOTS_PER_PAGE;
+        let (word, bit) = (page / 64, 1u64 << (page % 64));
+        if self.touched[word] & bit != 0 {
+            return;
+        }
+        self.touched[word] |= bit;
+        let first = &mut self.slots.as_mut_slice()[page * SLOTS_PER_PAGE].impressions;
+        // SAFETY: a write through a valid `&mut u64`; volatile so that it is neither elided
+        // (it stores what the page holds) nor moved after the reads that follow.
+        unsafe { std::ptr::write_volatile(first, 0) };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// [`Self::probe`] for a slot about to be written: every page it reads is touched first.
+    fn probe_for_insert(&mut self, hash: u64, key: &Slot) -> (usize, bool) {
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        loop {
+            self.touch(at);
+            let slot = &self.slots.as_slice()[at];
+            if slot.is_empty() {
+                return (at, false);
+            }
+            if slot.holds(key) {
+                return (at, true);
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.slots.len()
     }
 
     fn as_slice(&self) -> &[Slot] {
-        self.0.as_slice()
+        self.slots.as_slice()
     }
 
     fn as_mut_slice(&mut self) -> &mut [Slot] {
-        self.0.as_mut_slice()
+        self.slots.as_mut_slice()
     }
 
     fn mask(&self) -> usize {
@@ -178,7 +226,7 @@ pub(crate) struct UsageTable {
     len: usize,
     /// Migrations started since the table was created.
     growths: u64,
-    /// Reused by [`UsageTable::add_all`].
+    /// Charges staged for [`UsageTable::add_staged`]; the buffer is reused.
     pending: Vec<(u64, UsageKey, UsageSums)>,
 }
 
@@ -217,10 +265,23 @@ impl UsageTable {
     }
 
     /// Adds every (key, sums) of `charges`, prefetching the slots of those ahead.
+    #[cfg(test)]
     pub(crate) fn add_all(&mut self, charges: impl Iterator<Item = (UsageKey, UsageSums)>) {
+        for (key, sums) in charges {
+            self.stage(key, sums);
+        }
+        self.add_staged();
+    }
+
+    /// Queues a charge for [`Self::add_staged`] (in a buffer kept from group to group).
+    #[inline]
+    pub(crate) fn stage(&mut self, key: UsageKey, sums: UsageSums) {
+        self.pending.push((hash(&key), key, sums));
+    }
+
+    /// Adds the staged charges, prefetching the slots of those ahead.
+    pub(crate) fn add_staged(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        pending.clear();
-        pending.extend(charges.map(|(key, sums)| (hash(&key), key, sums)));
         for (hash, _, _) in pending.iter().take(PREFETCH_AHEAD) {
             self.table.prefetch(*hash);
         }
@@ -231,12 +292,13 @@ impl UsageTable {
             let (hash, key, sums) = &pending[i];
             self.add_hashed(*hash, key, sums);
         }
+        pending.clear();
         self.pending = pending;
     }
 
     fn add_hashed(&mut self, hash: u64, key: &UsageKey, sums: &UsageSums) {
         let probe = Slot::new(key);
-        let (at, found) = self.table.probe(hash, &probe);
+        let (at, found) = self.table.probe_for_insert(hash, &probe);
         if found {
             self.table.as_mut_slice()[at].add(sums);
             return;
@@ -273,7 +335,7 @@ impl UsageTable {
             if slot.is_empty() {
                 continue;
             }
-            let (to, found) = self.table.probe(hash(&slot.key()), &slot);
+            let (to, found) = self.table.probe_for_insert(hash(&slot.key()), &slot);
             debug_assert!(!found, "a key is in one table only");
             self.table.as_mut_slice()[to] = slot;
         }
@@ -364,6 +426,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Minor page faults of the calling thread so far.
+    fn thread_minor_faults() -> i64 {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
+            0
+        );
+        usage.ru_minflt
+    }
+
+    /// Inserting into a fresh table faults each page once: its first access is a write, so
+    /// the kernel never maps the zero page only to replace it (and flush other cores' TLBs)
+    /// at the first store.
+    #[test]
+    fn a_fresh_page_faults_once() {
+        let pages = 2048;
+        let mut slots = Slots::zeroed(pages * SLOTS_PER_PAGE);
+        let before = thread_minor_faults();
+        for page in 0..pages {
+            let probe = Slot::new(&key(page as u64, false));
+            let (at, found) = slots.probe_for_insert((page * SLOTS_PER_PAGE) as u64, &probe);
+            assert_eq!((at, found), (page * SLOTS_PER_PAGE, false));
+            let mut slot = probe;
+            slot.add(&sums(1));
+            slots.as_mut_slice()[at] = slot;
+        }
+        let faults = thread_minor_faults() - before;
+        assert!(
+            faults <= pages as i64 + pages as i64 / 8,
+            "{faults} faults for {pages} pages"
+        );
     }
 
     #[test]
