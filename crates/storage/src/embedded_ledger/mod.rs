@@ -24,7 +24,8 @@
 //!   [`LedgerConfig::segment_bytes`]; segments are kept forever (the ledger is the billing
 //!   record).
 //! - **Dedup index**: 64 shards of `HashMap<u128, u64>` from the id hash to the record's
-//!   location (segment, offset). An impression id counts once, forever. [`Ledger::get`] looks
+//!   location (segment, offset). The writer locks every shard once per batch it takes (a
+//!   reader waits at most that long, about 0.1 ms for 1 000 records), not once per record. An impression id counts once, forever. [`Ledger::get`] looks
 //!   the location up and reads the frame back with `pread`, checking its CRC and that the id
 //!   really matches.
 //! - **Usage**: a map (day, member, category, segment, buyer) → (impressions, data cost,
@@ -299,6 +300,29 @@ struct SegmentFile {
     committed_len: AtomicU64,
 }
 
+/// Every shard of the dedup index, locked for writing (see [`Shared::index_mut`]).
+pub(crate) struct IndexWriter<'a> {
+    shards: [parking_lot::RwLockWriteGuard<'a, IdMap>; INDEX_SHARDS],
+    growths: &'a AtomicU64,
+}
+
+impl IndexWriter<'_> {
+    /// Enters a new id with its (future) location; `false` if the id is known.
+    #[inline]
+    pub(crate) fn insert_new(&mut self, hash: u128, location: Location) -> bool {
+        let shard_index = (hash >> 122) as usize % INDEX_SHARDS;
+        let shard = &mut self.shards[shard_index];
+        grow_early(shard, shard_index, INDEX_SHARDS, self.growths);
+        match shard.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(location.0);
+                true
+            }
+        }
+    }
+}
+
 /// State shared by the ledger handle and its writer thread.
 pub(crate) struct Shared {
     dir: PathBuf,
@@ -401,17 +425,13 @@ impl Shared {
         &self.index[(hash >> 122) as usize % INDEX_SHARDS]
     }
 
-    /// Enters a new id with its (future) location; `false` if the id is known.
-    pub(crate) fn insert_new(&self, hash: u128, location: Location) -> bool {
-        let shard_index = (hash >> 122) as usize % INDEX_SHARDS;
-        let mut shard = self.index[shard_index].write();
-        grow_early(&mut shard, shard_index, INDEX_SHARDS, &self.index_growths);
-        match shard.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(vacant) => {
-                vacant.insert(location.0);
-                true
-            }
+    /// The dedup index locked for writing, every shard at once: the writer enters a whole
+    /// batch's ids under one hold instead of taking a lock (a full barrier, which keeps the
+    /// next insert's cache misses from overlapping this one's) per record.
+    pub(crate) fn index_mut(&self) -> IndexWriter<'_> {
+        IndexWriter {
+            shards: std::array::from_fn(|i| self.index[i].write()),
+            growths: &self.index_growths,
         }
     }
 

@@ -267,9 +267,10 @@ impl Writer {
         if self.failed.is_none() {
             let segment = self.log.seq();
             let base = self.log.len();
+            let mut index = self.shared.index_mut();
             for (record, &hash) in batch.hashes.iter().enumerate() {
                 let location = Location::new(segment, base + self.group_bytes);
-                if self.shared.insert_new(hash, location) {
+                if index.insert_new(hash, location) {
                     outcomes.push(AppendOutcome::Recorded);
                     self.entries.push(Entry {
                         request,
