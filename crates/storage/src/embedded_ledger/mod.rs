@@ -23,9 +23,10 @@
 //!   commit. A new segment starts after the group that passes
 //!   [`LedgerConfig::segment_bytes`]; segments are kept forever (the ledger is the billing
 //!   record).
-//! - **Dedup index**: 64 shards of `HashMap<u128, u64>` from the id hash to the record's
-//!   location (segment, offset). The writer locks every shard once per batch it takes (a
-//!   reader waits at most that long, about 0.1 ms for 1 000 records), not once per record. An impression id counts once, forever. [`Ledger::get`] looks
+//! - **Dedup index**: 1 024 `HashMap<u128, u64>`s from the id hash to the record's location
+//!   (segment, offset), so one map's rehash copies 1/1 024 of the index, behind 64 locks of 16
+//!   maps each. The writer takes all 64 locks once per batch it takes (a reader waits at most
+//!   that long, about 0.1 ms for 1 000 records), not one per record. An impression id counts once, forever. [`Ledger::get`] looks
 //!   the location up and reads the frame back with `pread`, checking its CRC and that the id
 //!   really matches.
 //! - **Usage**: a map (day, member, category, segment, buyer) → (impressions, data cost,
@@ -269,7 +270,21 @@ fn grow_early<K: Eq + std::hash::Hash, V, S: BuildHasher>(
 
 type IdMap = HashMap<u128, u64, IdHash>;
 
-const INDEX_SHARDS: usize = 64;
+/// Maps of the dedup index: each rehash copies 1/1024 of it (about 4 000 entries at 4 M
+/// records), so a doubling stalls the writer for a fraction of a millisecond.
+const INDEX_SHARDS: usize = 1024;
+/// The maps are locked in groups of this many: the writer takes 64 locks per batch.
+const INDEX_SHARDS_PER_LOCK: usize = 16;
+const INDEX_LOCKS: usize = INDEX_SHARDS / INDEX_SHARDS_PER_LOCK;
+
+/// A group of maps of the dedup index behind one lock.
+type IdGroup = [IdMap; INDEX_SHARDS_PER_LOCK];
+
+/// The map (0..[`INDEX_SHARDS`]) an id hash belongs to.
+#[inline]
+fn shard_of(hash: u128) -> usize {
+    (hash >> 118) as usize % INDEX_SHARDS
+}
 /// Largest encoded batch one append may carry (a group holds at most `max_group_bytes` plus
 /// one batch, so every frame offset fits the 32 bits of a [`Location`]).
 const MAX_BATCH_BYTES: usize = 1 << 30;
@@ -302,7 +317,7 @@ struct SegmentFile {
 
 /// Every shard of the dedup index, locked for writing (see [`Shared::index_mut`]).
 pub(crate) struct IndexWriter<'a> {
-    shards: [parking_lot::RwLockWriteGuard<'a, IdMap>; INDEX_SHARDS],
+    groups: [parking_lot::RwLockWriteGuard<'a, IdGroup>; INDEX_LOCKS],
     growths: &'a AtomicU64,
 }
 
@@ -310,8 +325,9 @@ impl IndexWriter<'_> {
     /// Enters a new id with its (future) location; `false` if the id is known.
     #[inline]
     pub(crate) fn insert_new(&mut self, hash: u128, location: Location) -> bool {
-        let shard_index = (hash >> 122) as usize % INDEX_SHARDS;
-        let shard = &mut self.shards[shard_index];
+        let shard_index = shard_of(hash);
+        let shard = &mut self.groups[shard_index / INDEX_SHARDS_PER_LOCK]
+            [shard_index % INDEX_SHARDS_PER_LOCK];
         grow_early(shard, shard_index, INDEX_SHARDS, self.growths);
         match shard.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -328,7 +344,7 @@ pub(crate) struct Shared {
     dir: PathBuf,
     config: LedgerConfig,
     hash_keys: (u64, u64),
-    index: Box<[RwLock<IdMap>]>,
+    index: Box<[RwLock<IdGroup>]>,
     /// The usage map; the applier holds its write lock while it applies a group, so a report
     /// always sees whole groups.
     usage: RwLock<UsageTable>,
@@ -421,8 +437,13 @@ impl Shared {
         hasher.finish128().as_u128()
     }
 
-    fn shard(&self, hash: u128) -> &RwLock<IdMap> {
-        &self.index[(hash >> 122) as usize % INDEX_SHARDS]
+    /// The lock of `hash`'s map, and the map's place in its group.
+    fn shard(&self, hash: u128) -> (&RwLock<IdGroup>, usize) {
+        let shard = shard_of(hash);
+        (
+            &self.index[shard / INDEX_SHARDS_PER_LOCK],
+            shard % INDEX_SHARDS_PER_LOCK,
+        )
     }
 
     /// The dedup index locked for writing, every shard at once: the writer enters a whole
@@ -430,18 +451,20 @@ impl Shared {
     /// next insert's cache misses from overlapping this one's) per record.
     pub(crate) fn index_mut(&self) -> IndexWriter<'_> {
         IndexWriter {
-            shards: std::array::from_fn(|i| self.index[i].write()),
+            groups: std::array::from_fn(|i| self.index[i].write()),
             growths: &self.index_growths,
         }
     }
 
     /// Removes an id whose group could not be written.
     pub(crate) fn forget(&self, hash: u128) {
-        self.shard(hash).write().remove(&hash);
+        let (group, at) = self.shard(hash);
+        group.write()[at].remove(&hash);
     }
 
     fn location(&self, hash: u128) -> Option<Location> {
-        self.shard(hash).read().get(&hash).copied().map(Location)
+        let (group, at) = self.shard(hash);
+        group.read()[at].get(&hash).copied().map(Location)
     }
 
     /// Whether the frame at `location` is durable and applied (the writer enters ids in the
@@ -464,7 +487,8 @@ impl Shared {
         let growths = usage.growths();
         for (seq, location, hash, record) in records {
             if index {
-                self.shard(hash).write().insert(hash, location.0);
+                let (group, at) = self.shard(hash);
+                group.write()[at].insert(hash, location.0);
             }
             let day = day_of(record.at);
             let charged = record
@@ -721,8 +745,8 @@ impl EmbeddedLedger {
                 u64::from_le_bytes(key[..8].try_into().expect("8 bytes")),
                 u64::from_le_bytes(key[8..].try_into().expect("8 bytes")),
             ),
-            index: (0..INDEX_SHARDS)
-                .map(|_| RwLock::new(IdMap::default()))
+            index: (0..INDEX_LOCKS)
+                .map(|_| RwLock::new(std::array::from_fn(|_| IdMap::default())))
                 .collect(),
             usage: RwLock::new(UsageTable::default()),
             segments: RwLock::new(BTreeMap::new()),
@@ -812,10 +836,11 @@ impl EmbeddedLedger {
     /// Memory held by the dedup index and the usage map.
     pub fn memory(&self) -> LedgerMemory {
         let mut memory = LedgerMemory::default();
-        for shard in self.shared.index.iter() {
-            let shard = shard.read();
-            memory.index_entries += shard.len() as u64;
-            memory.index_bytes += table_bytes(shard.capacity(), 24);
+        for group in self.shared.index.iter() {
+            for shard in group.read().iter() {
+                memory.index_entries += shard.len() as u64;
+                memory.index_bytes += table_bytes(shard.capacity(), 24);
+            }
         }
         let usage = self.shared.usage.read();
         memory.usage_keys = usage.len() as u64;
