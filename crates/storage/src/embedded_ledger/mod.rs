@@ -485,10 +485,12 @@ impl Shared {
         let mut usage = self.usage.write();
         let mut marks = self.marks.write();
         let growths = usage.growths();
+        // Recovery enters ids through the writer's path, so the maps double at their staggered
+        // fill levels here too (filled in one go they would all be due at once afterwards).
+        let mut ids = index.then(|| self.index_mut());
         for (seq, location, hash, record) in records {
-            if index {
-                let (group, at) = self.shard(hash);
-                group.write()[at].insert(hash, location.0);
+            if let Some(ids) = ids.as_mut() {
+                ids.insert_new(hash, location);
             }
             let day = day_of(record.at);
             let charged = record
