@@ -44,8 +44,9 @@
 //! # Memory
 //!
 //! Per record: one index entry of 24 bytes (16-byte hash, 8-byte location) plus hashbrown's
-//! control byte, at a load of 44–88 %: 28–57 B (52.4 B measured at 2 M records). Shards double
-//! early at staggered fill levels, so their rehashes do not all land in one group commit. The sparse index adds
+//! control byte, at a load of 44–88 %: 28–57 B (52.4 B measured at 2 M records appended, 57 B
+//! after reopening them). The maps double early at staggered fill levels, so their rehashes do
+//! not all land in one group commit. The sparse index adds
 //! 0.02 B. The usage map grows with distinct (day, member, category, segment, buyer) keys
 //! (one 64-byte slot per key at a load of 3/8–3/4: 85–171 B per key, twice that for the old
 //! table during a migration; 64 MiB measured at 600 k keys), not with impressions. Records themselves stay on disk.
