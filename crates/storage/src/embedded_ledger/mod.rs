@@ -26,9 +26,9 @@
 //! - **Dedup index**: 1 024 `HashMap<u128, u64>`s from the id hash to the record's location
 //!   (segment, offset), so one map's rehash copies 1/1 024 of the index, behind 64 locks of 16
 //!   maps each. The writer takes all 64 locks once per batch it takes (a reader waits at most
-//!   that long, about 0.1 ms for 1 000 records), not one per record. An impression id counts once, forever. [`Ledger::get`] looks
-//!   the location up and reads the frame back with `pread`, checking its CRC and that the id
-//!   really matches.
+//!   that long, about 0.1 ms for 1 000 records), not one per record. An impression id counts
+//!   once, forever. [`Ledger::get`] looks the location up and reads the frame back with
+//!   `pread`, checking its CRC and that the id really matches.
 //! - **Usage**: a map (day, member, category, segment, buyer) → (impressions, data cost,
 //!   payout, platform fee), updated for every `Charged` charge as records are applied: an
 //!   open-addressing table that grows incrementally (`usage_table.rs`; no insert copies the
@@ -316,7 +316,7 @@ struct SegmentFile {
     committed_len: AtomicU64,
 }
 
-/// Every shard of the dedup index, locked for writing (see [`Shared::index_mut`]).
+/// The whole dedup index, all its locks held for writing (see [`Shared::index_mut`]).
 pub(crate) struct IndexWriter<'a> {
     groups: [parking_lot::RwLockWriteGuard<'a, IdGroup>; INDEX_LOCKS],
     growths: &'a AtomicU64,
@@ -447,7 +447,7 @@ impl Shared {
         )
     }
 
-    /// The dedup index locked for writing, every shard at once: the writer enters a whole
+    /// The dedup index locked for writing, all 64 locks at once: the writer enters a whole
     /// batch's ids under one hold instead of taking a lock (a full barrier, which keeps the
     /// next insert's cache misses from overlapping this one's) per record.
     pub(crate) fn index_mut(&self) -> IndexWriter<'_> {
