@@ -281,10 +281,12 @@ const INDEX_LOCKS: usize = INDEX_SHARDS / INDEX_SHARDS_PER_LOCK;
 /// A group of maps of the dedup index behind one lock.
 type IdGroup = [IdMap; INDEX_SHARDS_PER_LOCK];
 
-/// The map (0..[`INDEX_SHARDS`]) an id hash belongs to.
+/// The map (0..[`INDEX_SHARDS`]) an id hash belongs to, as its lock group and its place in
+/// the group.
 #[inline]
-fn shard_of(hash: u128) -> usize {
-    (hash >> 118) as usize % INDEX_SHARDS
+fn shard_of(hash: u128) -> (usize, usize) {
+    let shard = (hash >> 118) as usize % INDEX_SHARDS;
+    (shard / INDEX_SHARDS_PER_LOCK, shard % INDEX_SHARDS_PER_LOCK)
 }
 /// Largest encoded batch one append may carry (a group holds at most `max_group_bytes` plus
 /// one batch, so every frame offset fits the 32 bits of a [`Location`]).
@@ -326,10 +328,14 @@ impl IndexWriter<'_> {
     /// Enters a new id with its (future) location; `false` if the id is known.
     #[inline]
     pub(crate) fn insert_new(&mut self, hash: u128, location: Location) -> bool {
-        let shard_index = shard_of(hash);
-        let shard = &mut self.groups[shard_index / INDEX_SHARDS_PER_LOCK]
-            [shard_index % INDEX_SHARDS_PER_LOCK];
-        grow_early(shard, shard_index, INDEX_SHARDS, self.growths);
+        let (group, at) = shard_of(hash);
+        let shard = &mut self.groups[group][at];
+        grow_early(
+            shard,
+            group * INDEX_SHARDS_PER_LOCK + at,
+            INDEX_SHARDS,
+            self.growths,
+        );
         match shard.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -440,11 +446,8 @@ impl Shared {
 
     /// The lock of `hash`'s map, and the map's place in its group.
     fn shard(&self, hash: u128) -> (&RwLock<IdGroup>, usize) {
-        let shard = shard_of(hash);
-        (
-            &self.index[shard / INDEX_SHARDS_PER_LOCK],
-            shard % INDEX_SHARDS_PER_LOCK,
-        )
+        let (group, at) = shard_of(hash);
+        (&self.index[group], at)
     }
 
     /// The dedup index locked for writing, all 64 locks at once: the writer enters a whole

@@ -108,7 +108,7 @@ const SLOTS_PER_PAGE: usize = 4096 / size_of::<Slot>();
 /// are handed out as they are first written (as the migration reaches them), where an allocator
 /// may hand back used memory and clear all of it at once, or fault in huge pages.
 ///
-/// A page's first access is made a write ([`Slots::probe_for_insert`]): had it been a read,
+/// A page's first access is made a write ([`Slots::probe`]): had it been a read,
 /// the kernel would map the shared zero page, and the write that follows would fault again
 /// to replace it, flushing the other cores' TLBs with an interrupt each time.
 struct Slots {
@@ -144,8 +144,9 @@ impl Slots {
         std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// [`Self::probe`] for a slot about to be written: every page it reads is touched first.
-    fn probe_for_insert(&mut self, hash: u64, key: &Slot) -> (usize, bool) {
+    /// Where `key` is, or the empty slot where it would go; every page it reads is touched
+    /// first (the slot may be written next).
+    fn probe(&mut self, hash: u64, key: &Slot) -> (usize, bool) {
         let mask = self.mask();
         let mut at = hash as usize & mask;
         loop {
@@ -175,23 +176,6 @@ impl Slots {
 
     fn mask(&self) -> usize {
         self.len() - 1
-    }
-
-    /// Where `key` is, or the empty slot where it would go.
-    fn probe(&self, hash: u64, key: &Slot) -> (usize, bool) {
-        let slots = self.as_slice();
-        let mask = self.mask();
-        let mut at = hash as usize & mask;
-        loop {
-            let slot = &slots[at];
-            if slot.is_empty() {
-                return (at, false);
-            }
-            if slot.holds(key) {
-                return (at, true);
-            }
-            at = (at + 1) & mask;
-        }
     }
 
     fn prefetch(&self, hash: u64) {
@@ -298,7 +282,7 @@ impl UsageTable {
 
     fn add_hashed(&mut self, hash: u64, key: &UsageKey, sums: &UsageSums) {
         let probe = Slot::new(key);
-        let (at, found) = self.table.probe_for_insert(hash, &probe);
+        let (at, found) = self.table.probe(hash, &probe);
         if found {
             self.table.as_mut_slice()[at].add(sums);
             return;
@@ -335,7 +319,7 @@ impl UsageTable {
             if slot.is_empty() {
                 continue;
             }
-            let (to, found) = self.table.probe_for_insert(hash(&slot.key()), &slot);
+            let (to, found) = self.table.probe(hash(&slot.key()), &slot);
             debug_assert!(!found, "a key is in one table only");
             self.table.as_mut_slice()[to] = slot;
         }
@@ -449,7 +433,7 @@ mod tests {
         let before = thread_minor_faults();
         for page in 0..pages {
             let probe = Slot::new(&key(page as u64, false));
-            let (at, found) = slots.probe_for_insert((page * SLOTS_PER_PAGE) as u64, &probe);
+            let (at, found) = slots.probe((page * SLOTS_PER_PAGE) as u64, &probe);
             assert_eq!((at, found), (page * SLOTS_PER_PAGE, false));
             let mut slot = probe;
             slot.add(&sums(1));
