@@ -155,3 +155,66 @@ fn sequence(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Keeps an append-only log's durable bytes out of the page cache.
+///
+/// A log is written once and read again only by recovery and the odd audit read, so its
+/// pages would only crowd the cache. Dropping them after each `fdatasync` also hands the next
+/// group's `write` recently freed pages instead of memory the machine has not touched yet:
+/// on virtual machines that back guest memory lazily, copying 1 MiB into never-used page
+/// cache measured 3.9 ms against 0.24 ms into reused pages (see BENCHMARKS.md).
+#[derive(Debug, Default)]
+pub(crate) struct CacheDropper {
+    /// Bytes below this offset have been dropped already.
+    dropped: u64,
+}
+
+impl CacheDropper {
+    /// A dropper for a file whose first `len` bytes are already out of the way (or never
+    /// were cached).
+    pub(crate) fn starting_at(len: u64) -> CacheDropper {
+        CacheDropper {
+            dropped: len & !(CACHE_PAGE - 1),
+        }
+    }
+
+    /// Drops the whole pages of `file` below `durable_len`, which `fdatasync` has made clean.
+    /// The page holding the end stays cached: the next append writes into it, and without it
+    /// that write would first read the page back from disk.
+    pub(crate) fn drop_durable(&mut self, file: &File, durable_len: u64) {
+        let end = durable_len & !(CACHE_PAGE - 1);
+        if end <= self.dropped {
+            return;
+        }
+        drop_cached(file, self.dropped, end - self.dropped);
+        self.dropped = end;
+    }
+
+    /// For a file read once from the start: drops the pages below `read_len` in steps of
+    /// [`READ_DROP_STEP`], so that reading a large file keeps reusing the same few pages.
+    pub(crate) fn drop_read(&mut self, file: &File, read_len: u64) {
+        if read_len >= self.dropped + READ_DROP_STEP {
+            self.drop_durable(file, read_len);
+        }
+    }
+}
+
+/// Bytes read between two [`CacheDropper::drop_read`] calls that drop anything.
+const READ_DROP_STEP: u64 = 8 << 20;
+
+/// Page granularity of [`CacheDropper`] (the kernel drops whole pages only).
+const CACHE_PAGE: u64 = 4096;
+
+/// Asks the kernel to drop the clean cached pages of `file` in `offset..offset + len` (all of
+/// it when `len` is 0). Only a hint: a failure changes nothing but the cache, so it is ignored.
+pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) {
+    // SAFETY: posix_fadvise on a valid, owned descriptor; it reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}

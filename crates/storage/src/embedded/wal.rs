@@ -10,7 +10,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, frame_header};
-use super::files::{sync_dir, wal_path};
+use super::files::{CacheDropper, sync_dir, wal_path};
 
 const MAGIC: [u8; 8] = *b"SGMWAL01";
 /// Bytes of a segment header.
@@ -22,6 +22,7 @@ pub(crate) struct Wal {
     seq: u64,
     file: File,
     len: u64,
+    cache: CacheDropper,
 }
 
 impl Wal {
@@ -44,6 +45,7 @@ impl Wal {
             seq,
             file,
             len: SEGMENT_HEADER,
+            cache: CacheDropper::default(),
         })
     }
 
@@ -63,6 +65,7 @@ impl Wal {
             seq,
             file,
             len: valid_len,
+            cache: CacheDropper::starting_at(valid_len),
         };
         wal.seek_end()?;
         Ok(wal)
@@ -87,6 +90,7 @@ impl Wal {
         self.file.write_all(records)?;
         self.file.sync_data()?;
         self.len += records.len() as u64;
+        self.cache.drop_durable(&self.file, self.len);
         Ok(())
     }
 
@@ -140,6 +144,8 @@ pub(crate) fn read_segment(
     }
     read.valid_len = SEGMENT_HEADER;
     let mut payload = Vec::new();
+    // Recovery reads each segment once: what it has read leaves the page cache as it goes.
+    let mut cache = CacheDropper::default();
     loop {
         let mut frame = [0u8; FRAME_HEADER];
         if !read_full(&mut reader, &mut frame)? {
@@ -157,6 +163,7 @@ pub(crate) fn read_segment(
         }
         on_record(&payload)?;
         read.valid_len += (FRAME_HEADER + len) as u64;
+        cache.drop_read(reader.get_ref(), read.valid_len);
         read.records += 1;
     }
     Ok(read)

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::embedded::files::sync_dir;
+use crate::embedded::files::{CacheDropper, sync_dir};
 
 use super::codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, PayloadHeader, frame_header};
 
@@ -46,6 +46,7 @@ pub(crate) struct LogWriter {
     seq: u64,
     file: File,
     len: u64,
+    cache: CacheDropper,
 }
 
 impl LogWriter {
@@ -67,6 +68,7 @@ impl LogWriter {
             seq,
             file,
             len: SEGMENT_HEADER,
+            cache: CacheDropper::default(),
         })
     }
 
@@ -87,6 +89,7 @@ impl LogWriter {
             seq,
             file,
             len: valid_len,
+            cache: CacheDropper::starting_at(valid_len),
         })
     }
 
@@ -105,8 +108,10 @@ impl LogWriter {
         self.file.write_all_at(frames, self.len)?;
         let written = Instant::now();
         self.file.sync_data()?;
+        let synced = written.elapsed();
         self.len += frames.len() as u64;
-        Ok((written - started, written.elapsed()))
+        self.cache.drop_durable(&self.file, self.len);
+        Ok((written - started, synced))
     }
 
     /// Starts segment `seq + 1`; the current one is already durable.
@@ -151,6 +156,8 @@ pub(crate) fn scan_segment(
     }
     scan.valid_len = SEGMENT_HEADER;
     let mut payload = Vec::new();
+    // Recovery reads each segment once: what it has read leaves the page cache as it goes.
+    let mut cache = CacheDropper::default();
     loop {
         let mut frame = [0u8; FRAME_HEADER];
         if !read_full(&mut reader, &mut frame)? {
@@ -168,6 +175,7 @@ pub(crate) fn scan_segment(
         }
         on_frame(scan.valid_len, &payload)?;
         scan.valid_len += (FRAME_HEADER + len) as u64;
+        cache.drop_read(reader.get_ref(), scan.valid_len);
     }
     Ok(scan)
 }
