@@ -450,7 +450,12 @@ struct TextLines {
     number: u64,
     /// Bytes handed out so far.
     offset: u64,
+    /// Bytes at the start of the file given back to the file system (see [`Self::release`]).
+    released: u64,
 }
+
+/// Bytes of read text [`TextLines`] lets pile up before it gives them back.
+const RELEASE_STEP: u64 = 8 << 20;
 
 impl TextLines {
     /// Opens the text once the check has created it.
@@ -467,7 +472,11 @@ impl TextLines {
             }
         }
         Ok(TextLines {
-            file: File::open(path)?,
+            // Opened for writing too, to punch out what has been read (see `release`).
+            file: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)?,
             feed,
             buffer: vec![0; 1 << 20],
             start: 0,
@@ -479,7 +488,30 @@ impl TextLines {
             overlong_seen: 0,
             number: 0,
             offset: 0,
+            released: 0,
         })
+    }
+
+    /// Gives the text read so far back to the file system: the text is read once, so its
+    /// pages and blocks are garbage. Punching them out (dirty pages are dropped, not written
+    /// back) lets the check's next writes reuse those pages, which on a virtual machine that
+    /// backs guest memory lazily is several times cheaper than page cache never used before.
+    /// Only a hint: where the file system cannot punch holes the file keeps its bytes.
+    fn release(&mut self) {
+        let end = self.read & !4095;
+        if end < self.released + RELEASE_STEP {
+            return;
+        }
+        // SAFETY: fallocate on a descriptor this value owns; it reads no memory of ours.
+        unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                self.released as libc::off_t,
+                (end - self.released) as libc::off_t,
+            );
+        }
+        self.released = end;
     }
 
     /// Waits until the check has written more text than was read, or has ended.
@@ -551,6 +583,7 @@ impl TextLines {
             }
             self.read += read as u64;
             self.end += read;
+            self.release();
         }
     }
 
