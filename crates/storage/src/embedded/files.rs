@@ -165,19 +165,12 @@ fn sequence(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 /// cache measured 3.9 ms against 0.24 ms into reused pages (see BENCHMARKS.md).
 #[derive(Debug, Default)]
 pub(crate) struct CacheDropper {
-    /// Bytes below this offset have been dropped already.
+    /// Bytes below this offset have been dropped already. A reopened log starts at 0: its first
+    /// drop also takes what recovery read after its last 8 MiB step.
     dropped: u64,
 }
 
 impl CacheDropper {
-    /// A dropper for a file whose first `len` bytes are already out of the way (or never
-    /// were cached).
-    pub(crate) fn starting_at(len: u64) -> CacheDropper {
-        CacheDropper {
-            dropped: len & !(CACHE_PAGE - 1),
-        }
-    }
-
     /// Drops the whole pages of `file` below `durable_len`, which `fdatasync` has made clean.
     /// The page holding the end stays cached: the next append writes into it, and without it
     /// that write would first read the page back from disk.
@@ -205,9 +198,9 @@ const READ_DROP_STEP: u64 = 8 << 20;
 /// Page granularity of [`CacheDropper`] (the kernel drops whole pages only).
 const CACHE_PAGE: u64 = 4096;
 
-/// Asks the kernel to drop the clean cached pages of `file` in `offset..offset + len` (all of
-/// it when `len` is 0). Only a hint: a failure changes nothing but the cache, so it is ignored.
-pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) {
+/// Asks the kernel to drop the clean cached pages of `file` in `offset..offset + len`. Only a
+/// hint: a failure changes nothing but the cache, so it is ignored.
+fn drop_cached(file: &File, offset: u64, len: u64) {
     // SAFETY: posix_fadvise on a valid, owned descriptor; it reads no memory of ours.
     unsafe {
         libc::posix_fadvise(

@@ -65,7 +65,7 @@ impl Wal {
             seq,
             file,
             len: valid_len,
-            cache: CacheDropper::starting_at(valid_len),
+            cache: CacheDropper::default(),
         };
         wal.seek_end()?;
         Ok(wal)

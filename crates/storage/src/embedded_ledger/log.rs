@@ -89,7 +89,7 @@ impl LogWriter {
             seq,
             file,
             len: valid_len,
-            cache: CacheDropper::starting_at(valid_len),
+            cache: CacheDropper::default(),
         })
     }
 
