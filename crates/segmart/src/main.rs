@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(node::serve(config, args)),
         Command::Admin(args) => runtime.block_on(admin::run(config, args)),
-        Command::Bench(command) => runtime.block_on(bench::run(command)),
+        Command::Bench(command) => runtime.block_on(bench::run(config, command)),
         Command::Report(command) => runtime.block_on(report_cmd::run(config, command)),
         Command::Ingest(args) => {
             let code = runtime.block_on(ingest_cmd::run(config, args))?;

@@ -73,10 +73,14 @@ struct Run {
     profiles_in_store: u64,
 }
 
-async fn open_data_dir(dir: &Path, batch_lines: usize) -> anyhow::Result<SharedState> {
+async fn open_data_dir(
+    base: &Config,
+    dir: &Path,
+    batch_lines: usize,
+) -> anyhow::Result<SharedState> {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
-        ..Config::default()
+        ..base.clone()
     };
     config.ingest.batch_lines = batch_lines;
     config.ingest.watch_drop_dir = false;
@@ -135,12 +139,13 @@ async fn deliver(state: &SharedState, path: &Path) -> anyhow::Result<IngestFile>
 }
 
 async fn measured_run(
+    base: &Config,
     dir: &Path,
     data: &Path,
     taxonomy: &Path,
     batch_lines: usize,
 ) -> anyhow::Result<Run> {
-    let state = open_data_dir(dir, batch_lines).await?;
+    let state = open_data_dir(base, dir, batch_lines).await?;
     deliver(&state, taxonomy).await?;
     let sampling = Arc::new(AtomicBool::new(true));
     let peak = Arc::new(AtomicU64::new(0));
@@ -229,7 +234,7 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
+pub async fn run(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
     let temp = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
@@ -266,6 +271,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         let small = root.join("bench_dmp.2026-01-01_00-00-00.quarter.txt.gz");
         write_realistic_file(&small, args.lines / 4, 2)?;
         let run = measured_run(
+            &config,
             &root.join("data-quarter"),
             &small,
             &taxonomy,
@@ -276,7 +282,14 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     };
     // SAFETY: as above; the generated files are written back before the timer starts.
     unsafe { libc::sync() };
-    let full = measured_run(&root.join("data"), &data, &taxonomy, args.batch_lines).await?;
+    let full = measured_run(
+        &config,
+        &root.join("data"),
+        &data,
+        &taxonomy,
+        args.batch_lines,
+    )
+    .await?;
     let counts = &full.file.counts;
     let lines = counts.lines_read as f64;
     let wall = full.wall.as_secs_f64();

@@ -25,12 +25,14 @@ pub enum BenchCommand {
     Metering(metering::MeteringArgs),
 }
 
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+/// Runs one benchmark. `config` is the loaded configuration: `bench ingest` takes its settings
+/// (ingest, store) with its own data directory; the others build what they measure themselves.
+pub async fn run(config: crate::config::Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Store(args) => tokio::task::spawn_blocking(move || store::run(args)).await?,
         BenchCommand::Batch(args) => batch::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
-        BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Ingest(args) => ingest::run(config, args).await,
         BenchCommand::Metering(args) => metering::run(args).await,
     }
 }
