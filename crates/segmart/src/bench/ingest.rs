@@ -73,17 +73,12 @@ struct Run {
     profiles_in_store: u64,
 }
 
-async fn open_data_dir(
-    base: &Config,
-    dir: &Path,
-    batch_lines: usize,
-) -> anyhow::Result<SharedState> {
-    let mut config = Config {
+/// Opens a node on `dir` with the benchmark's configuration (`base`, its data directory aside).
+async fn open_data_dir(base: &Config, dir: &Path) -> anyhow::Result<SharedState> {
+    let config = Config {
         data_dir: dir.to_path_buf(),
         ..base.clone()
     };
-    config.ingest.batch_lines = batch_lines;
-    config.ingest.watch_drop_dir = false;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let node = crate::node::open_node(&config, clock).await?;
     let state = node.state;
@@ -143,9 +138,8 @@ async fn measured_run(
     dir: &Path,
     data: &Path,
     taxonomy: &Path,
-    batch_lines: usize,
 ) -> anyhow::Result<Run> {
-    let state = open_data_dir(base, dir, batch_lines).await?;
+    let state = open_data_dir(base, dir).await?;
     deliver(&state, taxonomy).await?;
     let sampling = Arc::new(AtomicBool::new(true));
     let peak = Arc::new(AtomicU64::new(0));
@@ -234,7 +228,9 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-pub async fn run(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
+    config.ingest.batch_lines = args.batch_lines;
+    config.ingest.watch_drop_dir = false;
     let temp = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
@@ -270,26 +266,11 @@ pub async fn run(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
     } else {
         let small = root.join("bench_dmp.2026-01-01_00-00-00.quarter.txt.gz");
         write_realistic_file(&small, args.lines / 4, 2)?;
-        let run = measured_run(
-            &config,
-            &root.join("data-quarter"),
-            &small,
-            &taxonomy,
-            args.batch_lines,
-        )
-        .await?;
-        Some(run)
+        Some(measured_run(&config, &root.join("data-quarter"), &small, &taxonomy).await?)
     };
     // SAFETY: as above; the generated files are written back before the timer starts.
     unsafe { libc::sync() };
-    let full = measured_run(
-        &config,
-        &root.join("data"),
-        &data,
-        &taxonomy,
-        args.batch_lines,
-    )
-    .await?;
+    let full = measured_run(&config, &root.join("data"), &data, &taxonomy).await?;
     let counts = &full.file.counts;
     let lines = counts.lines_read as f64;
     let wall = full.wall.as_secs_f64();
