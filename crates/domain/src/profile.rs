@@ -108,13 +108,27 @@ pub fn resolve_lists<K: AsRef<str>>(
     add: &[K],
     remove: &[K],
     now: Timestamp,
-    mut lookup: impl FnMut(&K) -> Option<SegmentRef>,
+    lookup: impl FnMut(&K) -> Option<SegmentRef>,
 ) -> Result<ResolvedUpdate, ItemRejection> {
-    let mut resolved = ResolvedUpdate {
-        clear: remove_all || set.is_some(),
-        remove: Vec::with_capacity(remove.len()),
-        add: Vec::with_capacity(add.len() + set.map_or(0, <[K]>::len)),
-    };
+    let mut resolved = ResolvedUpdate::default();
+    resolve_lists_into(remove_all, set, add, remove, now, lookup, &mut resolved)?;
+    Ok(resolved)
+}
+
+/// [`resolve_lists`] into `resolved`, whose lists are cleared first and reused, so that a
+/// batch of many items allocates nothing per item. On a refusal `resolved` holds no meaning.
+pub fn resolve_lists_into<K: AsRef<str>>(
+    remove_all: bool,
+    set: Option<&[K]>,
+    add: &[K],
+    remove: &[K],
+    now: Timestamp,
+    mut lookup: impl FnMut(&K) -> Option<SegmentRef>,
+    resolved: &mut ResolvedUpdate,
+) -> Result<(), ItemRejection> {
+    resolved.clear = remove_all || set.is_some();
+    resolved.remove.clear();
+    resolved.add.clear();
     let mut refused = false;
     for key in set.unwrap_or(&[]).iter().chain(add) {
         match lookup(key) {
@@ -162,7 +176,7 @@ pub fn resolve_lists<K: AsRef<str>>(
             unknown_segments: Vec::new(),
         });
     }
-    Ok(resolved)
+    Ok(())
 }
 
 /// Why an item that names unknown or non-selectable segments is refused: unknown ids first.

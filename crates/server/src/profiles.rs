@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use segmart_domain::profile::{ItemRejection, ProfileUpdate, ResolvedUpdate, resolve_lists};
+use segmart_domain::profile::{ItemRejection, ProfileUpdate, ResolvedUpdate, resolve_lists_into};
 use segmart_domain::{ErrorCode, IdType, Timestamp, canonical_profile_id};
 use segmart_storage::catalog::Folder;
 use segmart_storage::profile::{ProfileKeyer, ProfileMutation, WriteBatch};
@@ -74,7 +74,8 @@ pub struct BatchOutcome {
 
 /// What a parsed batch turns into.
 pub struct PreparedBatch {
-    pub mutations: Vec<ProfileMutation>,
+    /// The items that resolved, stamped `now`.
+    pub batch: WriteBatch,
     pub rejected: Vec<RejectedItem>,
     pub received: usize,
 }
@@ -97,7 +98,9 @@ pub fn prepare_batch(
         ));
     }
     let received = batch.items.len();
-    let mut mutations = Vec::with_capacity(received);
+    // Packed updates take fewer bytes than their JSON in any realistic body.
+    let mut packed = WriteBatch::with_capacity(now, body.len());
+    let mut resolved = ResolvedUpdate::default();
     let mut rejected = Vec::new();
     directory
         .with_segments(folder.id, |segments| {
@@ -139,18 +142,19 @@ pub fn prepare_batch(
                     continue;
                 }
                 let lookup = |key: &Cow<'_, str>| segments.get(key.as_ref());
-                match resolve_lists(remove_all, set, add, remove, now, lookup) {
-                    Ok(update) => mutations.push(ProfileMutation::Update {
-                        key: keyer.key_bytes(folder.num, profile_id.as_bytes()),
-                        update,
-                    }),
+                match resolve_lists_into(remove_all, set, add, remove, now, lookup, &mut resolved)
+                {
+                    Ok(()) => packed.push_update(
+                        keyer.key_bytes(folder.num, profile_id.as_bytes()),
+                        &resolved,
+                    ),
                     Err(rejection) => rejected.push(reject(Some(raw_id), rejection)),
                 }
             }
         })
         .ok_or_else(|| ApiError::not_found(format!("segment provider {}", folder.id)))?;
     Ok(PreparedBatch {
-        mutations,
+        batch: packed,
         rejected,
         received,
     })
@@ -188,7 +192,7 @@ pub async fn post_batch(
         &state.keyer,
         now,
     )?;
-    let applied = prepared.mutations.len();
+    let applied = prepared.batch.len();
     state.metrics.add(
         "segmart_profile_items_total",
         "outcome=\"rejected\"",
@@ -206,13 +210,7 @@ pub async fn post_batch(
             )
         });
     }
-    state
-        .profiles
-        .write(WriteBatch {
-            at: now,
-            mutations: prepared.mutations,
-        })
-        .await?;
+    state.profiles.write(prepared.batch).await?;
     state.metrics.add(
         "segmart_profile_items_total",
         "outcome=\"applied\"",
@@ -361,13 +359,13 @@ pub async fn put_profile(
     let key = state.keyer.key_bytes(folder.num, profile_id.as_bytes());
     state
         .profiles
-        .write(WriteBatch {
-            at: now,
-            mutations: vec![ProfileMutation::Update {
+        .write(WriteBatch::of(
+            now,
+            [ProfileMutation::Update {
                 key,
                 update: resolved,
             }],
-        })
+        ))
         .await?;
     let stored = read_profile(&state, folder, &profile_id).await?;
     Ok(Json(stored.unwrap_or(ProfileDto {
@@ -393,10 +391,10 @@ pub async fn delete_profile(
     let key = state.keyer.key_bytes(folder.num, profile_id.as_bytes());
     state
         .profiles
-        .write(WriteBatch {
-            at: state.clock.now(),
-            mutations: vec![ProfileMutation::Delete { key }],
-        })
+        .write(WriteBatch::of(
+            state.clock.now(),
+            [ProfileMutation::Delete { key }],
+        ))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,6 +19,7 @@ pub mod embedded;
 pub mod embedded_ledger;
 pub mod ingest_files;
 pub mod ledger;
+mod packed;
 pub mod profile;
 pub mod sharing_catalog;
 pub mod sqlite;

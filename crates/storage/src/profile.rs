@@ -5,9 +5,11 @@
 
 use async_trait::async_trait;
 use segmart_domain::profile::{LiveSegment, ResolvedUpdate};
-use segmart_domain::{ProfileId, Timestamp};
+use segmart_domain::{ProfileId, SegmentNum, Timestamp};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::hash::Hasher;
+
+use crate::packed;
 
 /// A profile's address in the store: a keyed 128-bit SipHash of (folder number, profile id).
 ///
@@ -58,11 +60,127 @@ pub enum ProfileMutation {
 }
 
 /// Mutations that are made durable together, all stamped with one update time.
+///
+/// The mutations are held packed (see `crate::packed`): one buffer for the whole batch, so
+/// building a batch allocates nothing per profile and a batch of 7 000 profiles with 6.5 links
+/// each takes about 540 kB. Expiries are kept in whole seconds, as the store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteBatch {
     /// The profiles' "last updated" time (drives the 14-day profile expiry).
     pub at: Timestamp,
-    pub mutations: Vec<ProfileMutation>,
+    count: usize,
+    packed: Vec<u8>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new(at: Timestamp) -> Self {
+        Self::with_capacity(at, 0)
+    }
+
+    /// An empty batch with room for `bytes` of packed mutations (an update takes 25 bytes plus
+    /// 4 per removed and 8 per added link; a delete 17).
+    pub fn with_capacity(at: Timestamp, bytes: usize) -> Self {
+        WriteBatch {
+            at,
+            count: 0,
+            packed: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// A batch of these mutations.
+    pub fn of(at: Timestamp, mutations: impl IntoIterator<Item = ProfileMutation>) -> Self {
+        let mut batch = Self::new(at);
+        for mutation in mutations {
+            batch.push(&mutation);
+        }
+        batch
+    }
+
+    pub fn push(&mut self, mutation: &ProfileMutation) {
+        match mutation {
+            ProfileMutation::Update { key, update } => self.push_update(*key, update),
+            ProfileMutation::Delete { key } => self.push_delete(*key),
+        }
+    }
+
+    pub fn push_update(&mut self, key: ProfileKey, update: &ResolvedUpdate) {
+        self.push_lists(key, update.clear, &update.remove, &update.add);
+    }
+
+    /// An update given as its lists: drop every link first when `clear`, then `remove`, then
+    /// `add` (each with its absolute expiry).
+    pub fn push_lists(
+        &mut self,
+        key: ProfileKey,
+        clear: bool,
+        remove: &[SegmentNum],
+        add: &[(SegmentNum, Timestamp)],
+    ) {
+        packed::put_update(&mut self.packed, key, clear, remove, add);
+        self.count += 1;
+    }
+
+    pub fn push_delete(&mut self, key: ProfileKey) {
+        packed::put_delete(&mut self.packed, key);
+        self.count += 1;
+    }
+
+    /// How many mutations the batch holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of packed mutations.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.len()
+    }
+
+    /// Bytes of memory the batch holds.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.packed.capacity()
+    }
+
+    /// The mutations, in order (expiries in whole seconds).
+    pub fn mutations(&self) -> impl Iterator<Item = ProfileMutation> + '_ {
+        let mut rest = self.packed.as_slice();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mutation =
+                packed::decode_mutation(&mut rest).expect("a batch holds what it packed");
+            Some(match mutation {
+                packed::Mutation::Delete { key } => ProfileMutation::Delete { key },
+                packed::Mutation::Update {
+                    key,
+                    clear,
+                    removes,
+                    adds,
+                } => ProfileMutation::Update {
+                    key,
+                    update: ResolvedUpdate {
+                        clear,
+                        remove: packed::words(removes).map(SegmentNum).collect(),
+                        add: packed::words(adds)
+                            .collect::<Vec<_>>()
+                            .chunks_exact(2)
+                            .map(|pair| (SegmentNum(pair[0]), Timestamp::from_secs(pair[1] as i64)))
+                            .collect(),
+                    },
+                },
+            })
+        })
+    }
+
+    /// The packed mutations.
+    pub(crate) fn packed(&self) -> &[u8] {
+        &self.packed
+    }
 }
 
 /// A profile as reads return it: only live links, in ascending segment-number order.
@@ -123,4 +241,52 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Stops accepting writes, makes everything acknowledged durable, and releases resources.
     async fn shutdown(&self) -> Result<(), ProfileStoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_back_its_mutations_in_order_with_expiries_in_whole_seconds() {
+        let at = Timestamp::from_millis(1_700_000_000_500);
+        let update = ResolvedUpdate {
+            clear: true,
+            remove: vec![SegmentNum(3), SegmentNum(4)],
+            add: vec![
+                (SegmentNum(9), Timestamp::from_millis(1_700_000_600_999)),
+                (SegmentNum(1), Timestamp::from_millis(-5)),
+            ],
+        };
+        let mut batch = WriteBatch::new(at);
+        assert!(batch.is_empty());
+        batch.push_update(ProfileKey(1), &update);
+        batch.push_delete(ProfileKey(u128::MAX));
+        batch.push_lists(ProfileKey(2), false, &[], &[]);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.packed_bytes(), (25 + 8 + 16) + 17 + 25);
+        let expected = vec![
+            ProfileMutation::Update {
+                key: ProfileKey(1),
+                update: ResolvedUpdate {
+                    add: vec![
+                        (SegmentNum(9), Timestamp::from_secs(1_700_000_600)),
+                        // Before the epoch clamps to it, as the store keeps it.
+                        (SegmentNum(1), Timestamp::from_secs(0)),
+                    ],
+                    ..update
+                },
+            },
+            ProfileMutation::Delete {
+                key: ProfileKey(u128::MAX),
+            },
+            ProfileMutation::Update {
+                key: ProfileKey(2),
+                update: ResolvedUpdate::default(),
+            },
+        ];
+        assert_eq!(batch.mutations().collect::<Vec<_>>(), expected);
+        assert_eq!(WriteBatch::of(at, expected.clone()), batch);
+        assert!(batch.memory_bytes() >= batch.packed_bytes());
+    }
 }

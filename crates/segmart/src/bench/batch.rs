@@ -17,7 +17,6 @@ use segmart_server::directory::Directory;
 use segmart_server::profiles::prepare_batch;
 use segmart_storage::catalog::Catalog;
 use segmart_storage::embedded::{EmbeddedConfig, EmbeddedProfileStore};
-use segmart_storage::profile::WriteBatch;
 use segmart_storage::sqlite::SqliteCatalog;
 
 use super::data::{Generator, batch_body, fmt_ns, percentile, segment_name};
@@ -89,10 +88,7 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
             let prepared = prepare_batch(body, &folder, &directory, &keyer, now)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             prepare.push(started.elapsed().as_nanos() as u64);
-            store.write_blocking(WriteBatch {
-                at: now,
-                mutations: prepared.mutations,
-            })?;
+            store.write_blocking(prepared.batch)?;
             total.push(started.elapsed().as_nanos() as u64);
             let own = thread_cpu_ns() - cpu_before;
             let writer_after = writer.as_deref().and_then(on_cpu_ns);

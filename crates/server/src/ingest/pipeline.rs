@@ -29,7 +29,7 @@ use segmart_ingest::{
 };
 use segmart_storage::catalog::{Folder, IngestCounts, IngestRejection};
 use segmart_storage::profile::{
-    ProfileKeyer, ProfileMutation, ProfileStore, ProfileStoreError, WriteBatch,
+    ProfileKey as StoreKey, ProfileKeyer, ProfileStore, ProfileStoreError, WriteBatch,
 };
 
 use super::{IngestProgress, UserMatcher};
@@ -687,17 +687,9 @@ const EMPTY_SHIPMENT_BYTES: u64 = 64;
 /// Lines after which the parse side reports progress even when it ships no batch.
 const PROGRESS_LINES: u64 = 65_536;
 
-/// Memory a resolved mutation holds (its slot in the batch and its lists).
-fn mutation_bytes(mutation: &ProfileMutation) -> u64 {
-    let lists = match mutation {
-        ProfileMutation::Update { update, .. } => {
-            update.add.capacity() * std::mem::size_of::<(SegmentNum, Timestamp)>()
-                + update.remove.capacity() * std::mem::size_of::<SegmentNum>()
-        }
-        ProfileMutation::Delete { .. } => 0,
-    };
-    (std::mem::size_of::<ProfileMutation>() + lists) as u64
-}
+/// Room a new batch starts with per line: a line adds 6.5 segments in a typical file, which
+/// packs into 77 bytes (the batch grows when lines are longer).
+const PACKED_BYTES_PER_LINE: usize = 80;
 
 /// Where the parse side reads lines from.
 enum Input {
@@ -801,7 +793,7 @@ pub async fn apply_data_file(
             written = Err(PipelineError::Stopped);
             break;
         }
-        let lines = shipped.batch.mutations.len() as u64;
+        let lines = shipped.batch.len() as u64;
         // A full store queue (`Saturated`) accepted nothing of the batch; the worker then redoes
         // the whole file after a pause, which blind writes make safe.
         if lines > 0
@@ -856,9 +848,10 @@ struct LineHandler<'c> {
     outbox: Outbox,
     rejects: BufWriter<File>,
     counts: DataCounts,
-    mutations: Vec<ProfileMutation>,
-    /// Memory the batch being filled holds.
-    batch_bytes: u64,
+    /// The batch being filled.
+    batch: WriteBatch,
+    /// A line's resolved lists, reused from line to line.
+    resolved: ResolvedUpdate,
     /// The last line the previous shipment covered.
     shipped_through: u64,
 }
@@ -888,13 +881,13 @@ impl LineHandler<'_> {
                     self.matcher,
                     self.apply_at,
                     &mut unknown,
+                    &mut self.resolved,
                 ) {
-                    Ok(mutation) => {
+                    Ok(key) => {
                         counts.lines_applied += 1;
                         counts.memberships_added += line.add().len() as u64;
                         counts.memberships_removed += line.remove().len() as u64;
-                        self.batch_bytes += mutation_bytes(&mutation);
-                        self.mutations.push(mutation);
+                        self.batch.push_update(key, &self.resolved);
                     }
                     Err(reject) => {
                         counts.lines_rejected += 1;
@@ -925,35 +918,25 @@ impl LineHandler<'_> {
         line: u64,
         position: impl FnOnce() -> Position,
     ) -> Result<(), PipelineError> {
-        if self.mutations.len() >= self.batch_lines || line - self.shipped_through >= PROGRESS_LINES
-        {
+        if self.batch.len() >= self.batch_lines || line - self.shipped_through >= PROGRESS_LINES {
             self.ship(line, position())?;
         }
         Ok(())
     }
 
     fn ship(&mut self, line: u64, position: Position) -> Result<(), PipelineError> {
-        let (bytes, mutations) = if self.mutations.is_empty() {
-            (EMPTY_SHIPMENT_BYTES, Vec::new())
+        let (bytes, batch) = if self.batch.is_empty() {
+            (EMPTY_SHIPMENT_BYTES, WriteBatch::new(self.apply_at))
         } else {
-            // The batch's vector holds room for a whole batch besides what its mutations hold.
-            let slots = (std::mem::size_of::<ProfileMutation>()
-                * (self.mutations.capacity() - self.mutations.len()))
-                as u64;
-            let fresh = Vec::with_capacity(self.batch_lines);
-            (
-                slots + self.batch_bytes,
-                std::mem::replace(&mut self.mutations, fresh),
-            )
+            // The next batch starts with room for as many bytes as this one took.
+            let room = self.batch.packed_bytes() + self.batch.packed_bytes() / 16;
+            let fresh = WriteBatch::with_capacity(self.apply_at, room);
+            let batch = std::mem::replace(&mut self.batch, fresh);
+            (batch.memory_bytes() as u64, batch)
         };
         if !self.outbox.budget.acquire(bytes) {
             return Err(PipelineError::Stopped);
         }
-        let batch = WriteBatch {
-            at: self.apply_at,
-            mutations,
-        };
-        self.batch_bytes = 0;
         self.shipped_through = line;
         let shipped = Shipped {
             batch,
@@ -999,8 +982,8 @@ fn parse_file(
         outbox,
         rejects,
         counts: DataCounts::default(),
-        mutations: Vec::with_capacity(*batch_lines),
-        batch_bytes: 0,
+        batch: WriteBatch::with_capacity(*apply_at, *batch_lines * PACKED_BYTES_PER_LINE),
+        resolved: ResolvedUpdate::default(),
         shipped_through: 0,
     };
     let text_path = match input {
@@ -1136,9 +1119,11 @@ fn write_reject(
 /// Segment ids of a line whose lookups [`resolve_line`] starts ahead.
 const PREFETCH_IDS: usize = 32;
 
-/// Resolves one parsed line into a store mutation, with the profile API's meaning of add and
-/// remove (`ProfileUpdate::resolve`): a line naming an unknown segment, joining a non-selectable
-/// one, or adding and removing the same segment is refused whole; `offending` gets the ids.
+/// Resolves one parsed line into a store update of the profile it returns the key of, with the
+/// profile API's meaning of add and remove (`ProfileUpdate::resolve`): a line naming an unknown
+/// segment, joining a non-selectable one, or adding and removing the same segment is refused
+/// whole; `offending` gets the ids. The update's lists go into `resolved`, which is cleared
+/// first (and holds no meaning after a refusal).
 pub fn resolve_line<'l>(
     line: &ParsedLine<'l>,
     targets: &Targets,
@@ -1146,7 +1131,8 @@ pub fn resolve_line<'l>(
     matcher: &dyn UserMatcher,
     apply_at: Timestamp,
     offending: &mut Vec<&'l str>,
-) -> Result<ProfileMutation, ApplyReject> {
+    resolved: &mut ResolvedUpdate,
+) -> Result<StoreKey, ApplyReject> {
     let user = line.resolve_user(|dmp_key| matcher.matched(dmp_key));
     let mobile = match &user {
         ResolvedUser::Dsp(key) | ResolvedUser::Dmp(key) => matches!(key, ProfileKey::Mobile(_)),
@@ -1166,8 +1152,10 @@ pub fn resolve_line<'l>(
     for id in add_list.iter().chain(remove_list.iter()).take(PREFETCH_IDS) {
         segments.prefetch(id);
     }
-    let mut add = Vec::with_capacity(add_list.len());
-    let mut remove = Vec::with_capacity(remove_list.len());
+    resolved.clear = false;
+    let ResolvedUpdate { add, remove, .. } = resolved;
+    add.clear();
+    remove.clear();
     let mut not_selectable = false;
     for id in add_list.iter() {
         match segments.get(id) {
@@ -1213,14 +1201,7 @@ pub fn resolve_line<'l>(
         offending.dedup();
         return Err(ApplyReject::AddAndRemove);
     }
-    Ok(ProfileMutation::Update {
-        key: keyer.key_bytes(target.folder_num, user.as_str().as_bytes()),
-        update: ResolvedUpdate {
-            clear: false,
-            remove,
-            add,
-        },
-    })
+    Ok(keyer.key_bytes(target.folder_num, user.as_str().as_bytes()))
 }
 
 #[cfg(test)]
@@ -1228,6 +1209,7 @@ mod tests {
     use segmart_domain::SegmentKey;
     use segmart_domain::profile::{ProfileUpdate, SegmentRef};
     use segmart_ingest::parse_line;
+    use segmart_storage::profile::ProfileMutation;
 
     use super::*;
     use crate::ingest::NoUserMatching;
@@ -1294,6 +1276,7 @@ mod tests {
                 }
                 .resolve(now, lookup);
                 let mut offending = Vec::new();
+                let mut update = ResolvedUpdate::default();
                 let file = resolve_line(
                     &line,
                     &targets,
@@ -1301,9 +1284,10 @@ mod tests {
                     &NoUserMatching,
                     now,
                     &mut offending,
+                    &mut update,
                 );
                 match (api, file) {
-                    (Ok(expected), Ok(ProfileMutation::Update { update, key })) => {
+                    (Ok(expected), Ok(key)) => {
                         assert_eq!(update, expected, "{text}");
                         assert_eq!(key, keyer.key_bytes(1, b"user"));
                     }
@@ -1448,10 +1432,7 @@ mod tests {
     }
 
     fn mutations(batches: &[WriteBatch]) -> Vec<ProfileMutation> {
-        batches
-            .iter()
-            .flat_map(|batch| batch.mutations.iter().cloned())
-            .collect()
+        batches.iter().flat_map(|batch| batch.mutations()).collect()
     }
 
     /// Runs the parse side over `text` gzipped, following the check pass's inflated text or
@@ -1513,18 +1494,16 @@ mod tests {
         let targets = targets();
         let keyer = ProfileKeyer::new([7; 16]);
         let line = parse_line(b"m_raw:6D92078A-8246-4BA4-AE5B-76104861E7DC\t\ta\t").unwrap();
-        let mutation = resolve_line(
+        let key = resolve_line(
             &line,
             &targets,
             &keyer,
             &NoUserMatching,
             Timestamp::from_secs(0),
             &mut Vec::new(),
+            &mut ResolvedUpdate::default(),
         )
         .unwrap();
-        let ProfileMutation::Update { key, .. } = mutation else {
-            panic!()
-        };
         let canonical =
             segmart_domain::canonical_mobile_id("6d92078a-8246-4ba4-ae5b-76104861e7dc").unwrap();
         assert_eq!(canonical, "m_md5:0c2074fb86930fc4a2a7bb791240a7d3");
@@ -1541,7 +1520,8 @@ mod tests {
                 &keyer,
                 &NoUserMatching,
                 Timestamp::from_secs(0),
-                &mut Vec::new()
+                &mut Vec::new(),
+                &mut ResolvedUpdate::default(),
             )
             .unwrap_err(),
             ApplyReject::NoMaidFolder
@@ -1578,7 +1558,8 @@ mod tests {
         // Every line is resolved: 100 batches of 10 wait for the check.
         let held = budget.state.lock().used;
         assert!(
-            held >= 100 * 10 * std::mem::size_of::<ProfileMutation>() as u64,
+            // A packed update is at least 25 bytes.
+            held >= 100 * 10 * 25,
             "{held}"
         );
         assert!(rejects_path.exists());
@@ -1641,7 +1622,11 @@ mod tests {
             assert_eq!(counts.memberships_added, 29_970);
             assert_eq!(counts.memberships_removed, 29_970);
             let mutations = mutations(&run.batches);
-            let resolved: u64 = mutations.iter().map(mutation_bytes).sum();
+            let resolved: u64 = run
+                .batches
+                .iter()
+                .map(|batch| batch.memory_bytes() as u64)
+                .sum();
             let keys: Vec<_> = mutations
                 .iter()
                 .map(|mutation| match mutation {

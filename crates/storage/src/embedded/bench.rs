@@ -13,7 +13,7 @@ use segmart_domain::profile::ResolvedUpdate;
 use segmart_domain::{ManualClock, SegmentNum, Timestamp};
 
 use super::{BatchLookup, EmbeddedConfig, EmbeddedProfileStore};
-use crate::profile::{ProfileKey, ProfileMutation, ProfileStore, WriteBatch};
+use crate::profile::{ProfileKey, ProfileStore, WriteBatch};
 
 /// Distinct segment numbers the generator draws from.
 pub const SEGMENT_POOL: u32 = 20_000;
@@ -64,15 +64,14 @@ pub fn generate_realistic(
     (0..profiles.div_ceil(batch_size)).map(move |batch| {
         let start = batch * batch_size;
         let end = (start + batch_size).min(profiles);
-        WriteBatch {
-            at: now,
-            mutations: (start..end)
-                .map(|index| ProfileMutation::Update {
-                    key: realistic_key(seed, index),
-                    update: realistic_update(seed, index, now),
-                })
-                .collect(),
+        let mut batch = WriteBatch::with_capacity(now, (end - start) as usize * 80);
+        for index in start..end {
+            batch.push_update(
+                realistic_key(seed, index),
+                &realistic_update(seed, index, now),
+            );
         }
+        batch
     })
 }
 

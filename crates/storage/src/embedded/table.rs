@@ -111,10 +111,8 @@ impl Slot {
     }
 }
 
-/// Clamps Unix seconds into the table's `u32` range.
-pub(crate) fn clamp_secs(secs: i64) -> u32 {
-    secs.clamp(0, u32::MAX as i64) as u32
-}
+/// Clamps Unix seconds into the table's `u32` range (as batches and the log keep them).
+pub(crate) use crate::packed::clamp_secs;
 
 /// Whether a profile updated at `updated` is still live at `now_s`.
 #[inline]

@@ -73,7 +73,7 @@ pub fn delete(key: ProfileKey) -> ProfileMutation {
 }
 
 pub fn batch(at: Timestamp, mutations: Vec<ProfileMutation>) -> WriteBatch {
-    WriteBatch { at, mutations }
+    WriteBatch::of(at, mutations)
 }
 
 /// Segment numbers and expiry seconds of a view, for compact assertions.
@@ -111,17 +111,17 @@ impl Model {
         let effective = batch.at.millis().max(self.floor_ms);
         self.floor_ms = effective;
         let at_s = effective.div_euclid(1000);
-        for mutation in &batch.mutations {
+        for mutation in batch.mutations() {
             match mutation {
                 ProfileMutation::Delete { key } => {
-                    self.profiles.remove(key);
+                    self.profiles.remove(&key);
                 }
                 ProfileMutation::Update { key, update } => {
                     let alive = self
                         .profiles
-                        .get(key)
+                        .get(&key)
                         .is_some_and(|(updated, _)| updated + self.expiry_secs > at_s);
-                    let mut links: BTreeMap<u32, i64> = match self.profiles.get(key) {
+                    let mut links: BTreeMap<u32, i64> = match self.profiles.get(&key) {
                         Some((_, links)) if alive && !update.clear => links
                             .iter()
                             .filter(|(_, e)| **e > at_s)
@@ -140,7 +140,7 @@ impl Model {
                             links.remove(&segment.0);
                         }
                     }
-                    self.profiles.insert(*key, (at_s, links));
+                    self.profiles.insert(key, (at_s, links));
                 }
             }
         }
