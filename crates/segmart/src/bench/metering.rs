@@ -27,6 +27,8 @@ use segmart_storage::embedded_ledger::{
 use segmart_storage::ledger::{AppendOutcome, Ledger, LedgerRecord, UsageFilter};
 use sqlx::postgres::PgPoolOptions;
 
+use super::hiccup::HiccupMeter;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct MeteringArgs {
     /// Usage events (impressions) to append.
@@ -231,7 +233,9 @@ async fn paced_run(
         tokio::task::spawn_blocking(move || EmbeddedLedger::open(&dir, LedgerConfig::default()))
             .await??,
     );
+    let meter = HiccupMeter::start();
     let paced = run_ledger(&ledger, batches, args.producers, args.rate).await?;
+    let hiccups = meter.stop();
     let (groups, write_time) = ledger.group_commits();
     let profile = ledger.commit_profile();
     ledger.shutdown().await?;
@@ -244,6 +248,7 @@ async fn paced_run(
         load()
     );
     print_profile(&profile);
+    println!("  {}", hiccups.summary());
     print_slow_commits(&ledger, args.slow_commits);
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod data;
+pub mod hiccup;
 pub mod http;
 pub mod ingest;
 pub mod metering;
@@ -23,6 +24,16 @@ pub enum BenchCommand {
     /// Priced usage records appended to the embedded billing ledger by concurrent producers
     /// (durable acks); PostgreSQL `COPY` of the same records as the peer.
     Metering(metering::MeteringArgs),
+    /// How late a thread that sleeps 1 ms wakes up, on an otherwise idle process: the stalls
+    /// of the machine itself, which bound every latency benchmark's tail.
+    Hiccup(HiccupArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HiccupArgs {
+    /// How long to measure.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
 }
 
 /// Runs one benchmark. `config` is the loaded configuration: `bench ingest` takes its settings
@@ -34,5 +45,8 @@ pub async fn run(config: crate::config::Config, command: BenchCommand) -> anyhow
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Ingest(args) => ingest::run(config, args).await,
         BenchCommand::Metering(args) => metering::run(args).await,
+        BenchCommand::Hiccup(args) => {
+            tokio::task::spawn_blocking(move || hiccup::run(args.seconds)).await?
+        }
     }
 }
