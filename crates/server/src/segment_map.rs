@@ -108,6 +108,34 @@ impl SegmentMap {
         }
     }
 
+    /// Packs `id` and starts loading its slot, for a [`SegmentMap::get_located`] soon after:
+    /// the id is split out of its list, packed and hashed once for both.
+    #[inline]
+    pub fn locate(&self, id: &str) -> Located {
+        match Self::pack(id) {
+            Some(packed) => {
+                let home = self.small.home(packed);
+                self.small.prefetch_at(home);
+                Located { packed, home }
+            }
+            None => Located::default(),
+        }
+    }
+
+    /// The segment of a located id; `None` also for an id [`Located::is_packed`] says was too
+    /// long to pack (look those up with [`SegmentMap::get`]).
+    #[inline]
+    pub fn get_located(&self, located: Located) -> Option<SegmentRef> {
+        if !located.is_packed() {
+            return None;
+        }
+        match self.small.get_from(located.packed, located.home) {
+            Some(found) => Some(found),
+            None if self.short.is_empty() => None,
+            None => self.short.get(&located.packed).copied(),
+        }
+    }
+
     #[inline]
     pub fn get(&self, id: &str) -> Option<SegmentRef> {
         match Self::pack(id) {
@@ -126,6 +154,23 @@ impl std::fmt::Debug for SegmentMap {
         f.debug_struct("SegmentMap")
             .field("len", &self.len)
             .finish()
+    }
+}
+
+/// An id packed and hashed by [`SegmentMap::locate`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Located {
+    /// The packed id, 0 for one too long to pack.
+    packed: u128,
+    home: usize,
+}
+
+impl Located {
+    /// Whether the id was short enough to pack (at most 16 bytes): only those are found by
+    /// [`SegmentMap::get_located`].
+    #[inline]
+    pub fn is_packed(&self) -> bool {
+        self.packed != 0
     }
 }
 
@@ -185,8 +230,14 @@ impl SmallIds {
 
     #[inline]
     fn find(&self, key: u128) -> Result<usize, usize> {
+        self.find_from(key, self.home(key))
+    }
+
+    /// [`SmallIds::find`] with the key's home slot already computed.
+    #[inline]
+    fn find_from(&self, key: u128, home: usize) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
-        let mut at = self.home(key);
+        let mut at = home;
         loop {
             let slot = &self.slots[at];
             if slot.key == split(key) {
@@ -201,7 +252,12 @@ impl SmallIds {
 
     #[inline]
     fn prefetch(&self, key: u128) {
-        let slot: *const Slot = &self.slots[self.home(key)];
+        self.prefetch_at(self.home(key));
+    }
+
+    #[inline]
+    fn prefetch_at(&self, home: usize) {
+        let slot: *const Slot = &self.slots[home];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: prefetching is a hint and never faults; the address is a slot of the table.
         unsafe {
@@ -213,7 +269,12 @@ impl SmallIds {
 
     #[inline]
     fn get(&self, key: u128) -> Option<SegmentRef> {
-        let at = self.find(key).ok()?;
+        self.get_from(key, self.home(key))
+    }
+
+    #[inline]
+    fn get_from(&self, key: u128, home: usize) -> Option<SegmentRef> {
+        let at = self.find_from(key, home).ok()?;
         let slot = &self.slots[at];
         Some(SegmentRef {
             num: SegmentNum(slot.num),
@@ -319,11 +380,25 @@ mod tests {
         }
         for (id, value) in &expected {
             assert_eq!(map.get(id), Some(*value), "{id}");
+            // Located ids answer the same, except the ones too long to pack.
+            let located = map.locate(id);
+            assert_eq!(located.is_packed(), id.len() <= 16, "{id}");
+            if located.is_packed() {
+                assert_eq!(map.get_located(located), Some(*value), "{id}");
+            }
         }
         for missing in ["x", "0123456789x", "01234567890123456789x", "0000000000"] {
             assert_eq!(
                 map.get(missing),
                 expected.get(missing).copied(),
+                "{missing}"
+            );
+            assert_eq!(
+                map.get_located(map.locate(missing)),
+                expected
+                    .get(missing)
+                    .copied()
+                    .filter(|_| missing.len() <= 16),
                 "{missing}"
             );
         }

@@ -34,7 +34,7 @@ use segmart_storage::profile::{
 
 use super::{IngestProgress, UserMatcher};
 use crate::directory::Directory;
-use crate::segment_map::SegmentMap;
+use crate::segment_map::{Located, SegmentMap};
 
 /// Why a line the parser accepted was still not applied. Names are stable, like
 /// [`RejectReason`]'s.
@@ -850,8 +850,8 @@ struct LineHandler<'c> {
     counts: DataCounts,
     /// The batch being filled.
     batch: WriteBatch,
-    /// A line's resolved lists, reused from line to line.
-    resolved: ResolvedUpdate,
+    /// What resolving a line reuses.
+    scratch: LineScratch,
     /// The last line the previous shipment covered.
     shipped_through: u64,
 }
@@ -881,13 +881,13 @@ impl LineHandler<'_> {
                     self.matcher,
                     self.apply_at,
                     &mut unknown,
-                    &mut self.resolved,
+                    &mut self.scratch,
                 ) {
                     Ok(key) => {
                         counts.lines_applied += 1;
                         counts.memberships_added += line.add().len() as u64;
                         counts.memberships_removed += line.remove().len() as u64;
-                        self.batch.push_update(key, &self.resolved);
+                        self.batch.push_update(key, &self.scratch.resolved);
                     }
                     Err(reject) => {
                         counts.lines_rejected += 1;
@@ -983,7 +983,7 @@ fn parse_file(
         rejects,
         counts: DataCounts::default(),
         batch: WriteBatch::with_capacity(*apply_at, *batch_lines * PACKED_BYTES_PER_LINE),
-        resolved: ResolvedUpdate::default(),
+        scratch: LineScratch::default(),
         shipped_through: 0,
     };
     let text_path = match input {
@@ -1116,14 +1116,22 @@ fn write_reject(
     writeln!(out, "{line_number}\t{reason}\t{}\t{line}", clean(message))
 }
 
-/// Segment ids of a line whose lookups [`resolve_line`] starts ahead.
+/// Segment ids of a line whose lookups [`resolve_by_ids`] starts ahead.
 const PREFETCH_IDS: usize = 32;
+
+/// What [`resolve_line`] reuses from line to line.
+#[derive(Debug, Default)]
+pub struct LineScratch {
+    /// The last line's resolved lists (no meaning after a refusal).
+    pub resolved: ResolvedUpdate,
+    /// The line's segment ids, located in the folder's map.
+    located: Vec<Located>,
+}
 
 /// Resolves one parsed line into a store update of the profile it returns the key of, with the
 /// profile API's meaning of add and remove (`ProfileUpdate::resolve`): a line naming an unknown
 /// segment, joining a non-selectable one, or adding and removing the same segment is refused
-/// whole; `offending` gets the ids. The update's lists go into `resolved`, which is cleared
-/// first (and holds no meaning after a refusal).
+/// whole; `offending` gets the ids. The update's lists go into `scratch.resolved`.
 pub fn resolve_line<'l>(
     line: &ParsedLine<'l>,
     targets: &Targets,
@@ -1131,7 +1139,7 @@ pub fn resolve_line<'l>(
     matcher: &dyn UserMatcher,
     apply_at: Timestamp,
     offending: &mut Vec<&'l str>,
-    resolved: &mut ResolvedUpdate,
+    scratch: &mut LineScratch,
 ) -> Result<StoreKey, ApplyReject> {
     let user = line.resolve_user(|dmp_key| matcher.matched(dmp_key));
     let mobile = match &user {
@@ -1145,6 +1153,68 @@ pub fn resolve_line<'l>(
         (true, _, None) => return Err(ApplyReject::NoMaidFolder),
     };
     let segments = &target.segments;
+    if !resolve_located(line, segments, apply_at, scratch) {
+        resolve_by_ids(line, segments, apply_at, offending, &mut scratch.resolved)?;
+    }
+    Ok(keyer.key_bytes(target.folder_num, user.as_str().as_bytes()))
+}
+
+/// The common case in one pass over the line's ids, each split out, packed and hashed once:
+/// every id is short enough to pack, known, selectable where added, and none is both added and
+/// removed. `false` when anything of that fails; [`resolve_by_ids`] then finds the refusal.
+#[inline]
+fn resolve_located(
+    line: &ParsedLine<'_>,
+    segments: &SegmentMap,
+    apply_at: Timestamp,
+    scratch: &mut LineScratch,
+) -> bool {
+    let LineScratch { resolved, located } = scratch;
+    let add_list = line.add();
+    located.clear();
+    // The ids' slots are mostly not in the CPU caches: `locate` asks for all of them before
+    // the first lookup waits for one.
+    for id in add_list.iter().chain(line.remove().iter()) {
+        let at = segments.locate(id);
+        if !at.is_packed() {
+            return false;
+        }
+        located.push(at);
+    }
+    resolved.clear = false;
+    resolved.add.clear();
+    resolved.remove.clear();
+    let (adds, removes) = located.split_at(add_list.len());
+    for &at in adds {
+        match segments.get_located(at) {
+            Some(segment) if segment.selectable => resolved.add.push((
+                segment.num,
+                apply_at.plus_secs(i64::from(segment.ttl_minutes) * 60),
+            )),
+            _ => return false,
+        }
+    }
+    for &at in removes {
+        match segments.get_located(at) {
+            Some(segment) => resolved.remove.push(segment.num),
+            None => return false,
+        }
+    }
+    resolved.remove.is_empty()
+        || !resolved
+            .add
+            .iter()
+            .any(|(num, _)| resolved.remove.contains(num))
+}
+
+/// [`resolve_line`]'s lists, by id: for any line, and for the exact refusal.
+fn resolve_by_ids<'l>(
+    line: &ParsedLine<'l>,
+    segments: &SegmentMap,
+    apply_at: Timestamp,
+    offending: &mut Vec<&'l str>,
+    resolved: &mut ResolvedUpdate,
+) -> Result<(), ApplyReject> {
     let add_list = line.add();
     let remove_list = line.remove();
     // The ids' slots are mostly not in the CPU caches: ask for all of them before the first
@@ -1201,7 +1271,7 @@ pub fn resolve_line<'l>(
         offending.dedup();
         return Err(ApplyReject::AddAndRemove);
     }
-    Ok(keyer.key_bytes(target.folder_num, user.as_str().as_bytes()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1220,6 +1290,8 @@ mod tests {
             ("a", 1, 60, true),
             ("b", 2, 1, true),
             ("node", 3, 60, false),
+            // Longer than 16 bytes: not packed, looked up by its string.
+            ("a-segment-id-of-24-bytes", 4, 30, true),
         ];
         for (key, num, ttl, selectable) in entries {
             segments.insert(
@@ -1246,13 +1318,13 @@ mod tests {
     /// The file path and the profile API agree on every combination of these ids.
     #[test]
     fn lines_resolve_as_the_profile_api_resolves_items() {
-        let ids = ["a", "b", "node", "zzz"];
+        let ids = ["a", "b", "node", "zzz", "a-segment-id-of-24-bytes"];
         let targets = targets();
         let keyer = ProfileKeyer::new([7; 16]);
         let now = Timestamp::from_secs(1_000);
         let lookup = |key: &SegmentKey| targets.cookie.as_ref().unwrap().segments.get(key.as_str());
-        for add_mask in 0u32..16 {
-            for remove_mask in 0u32..16 {
+        for add_mask in 0u32..32 {
+            for remove_mask in 0u32..32 {
                 let pick = |mask: u32| -> Vec<&str> {
                     ids.iter()
                         .enumerate()
@@ -1276,7 +1348,7 @@ mod tests {
                 }
                 .resolve(now, lookup);
                 let mut offending = Vec::new();
-                let mut update = ResolvedUpdate::default();
+                let mut scratch = LineScratch::default();
                 let file = resolve_line(
                     &line,
                     &targets,
@@ -1284,11 +1356,11 @@ mod tests {
                     &NoUserMatching,
                     now,
                     &mut offending,
-                    &mut update,
+                    &mut scratch,
                 );
                 match (api, file) {
                     (Ok(expected), Ok(key)) => {
-                        assert_eq!(update, expected, "{text}");
+                        assert_eq!(scratch.resolved, expected, "{text}");
                         assert_eq!(key, keyer.key_bytes(1, b"user"));
                     }
                     (Err(api), Err(reject)) => {
@@ -1501,7 +1573,7 @@ mod tests {
             &NoUserMatching,
             Timestamp::from_secs(0),
             &mut Vec::new(),
-            &mut ResolvedUpdate::default(),
+            &mut LineScratch::default(),
         )
         .unwrap();
         let canonical =
@@ -1521,7 +1593,7 @@ mod tests {
                 &NoUserMatching,
                 Timestamp::from_secs(0),
                 &mut Vec::new(),
-                &mut ResolvedUpdate::default(),
+                &mut LineScratch::default(),
             )
             .unwrap_err(),
             ApplyReject::NoMaidFolder
