@@ -317,6 +317,44 @@ async fn a_torn_tail_is_cut_and_earlier_records_kept() {
     );
 }
 
+/// A crash leaves the space the writer allocated ahead as a tail of zeros, in the newest
+/// segment and, if it came during a rotation, in the one before: both open clean.
+#[tokio::test]
+async fn segments_ending_in_allocated_zeros_open_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    {
+        let ledger = open(dir.path(), small_segments());
+        for b in 0..30 {
+            let batch: Vec<LedgerRecord> = (b * 5..b * 5 + 5).map(nth).collect();
+            ledger.append(batch.clone()).await.unwrap();
+            records.extend(batch);
+        }
+        ledger.shutdown().await.unwrap();
+    }
+    let files = segments(dir.path());
+    assert!(files.len() >= 3);
+    let mut lengths = Vec::new();
+    for file in [&files[0], files.last().unwrap()] {
+        let len = std::fs::metadata(file).unwrap().len();
+        lengths.push(len);
+        let handle = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        handle.set_len(len + (1 << 20)).unwrap();
+    }
+    let ledger = open(dir.path(), small_segments());
+    assert_eq!(ledger.recovery().truncated_bytes, 0);
+    assert_eq!(all_records(&ledger, &UsageFilter::default()).await, records);
+    ledger.append(vec![nth(1000)]).await.unwrap();
+    ledger.shutdown().await.unwrap();
+    // The newest segment's zeros were cut when it was reopened, the older one's are kept.
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().len(),
+        lengths[0] + (1 << 20)
+    );
+    let ledger = open(dir.path(), small_segments());
+    assert_eq!(ledger.stats().records, records.len() as u64 + 1);
+}
+
 #[tokio::test]
 async fn a_torn_group_loses_all_its_records() {
     let dir = tempfile::tempdir().unwrap();

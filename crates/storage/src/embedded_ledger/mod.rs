@@ -957,6 +957,7 @@ fn recover(shared: &Shared) -> io::Result<(log::LogWriter, LedgerRecovery)> {
     }
     let mut next_seq = 1u64;
     let mut last = None;
+    let mut lengths = Vec::with_capacity(segments.len());
     for (index, &segment) in segments.iter().enumerate() {
         if segment > u64::from(u32::MAX) {
             return Err(invalid_data(format!(
@@ -1005,7 +1006,8 @@ fn recover(shared: &Shared) -> io::Result<(log::LogWriter, LedgerRecovery)> {
                 "ledger segment {segment} has no valid header"
             )));
         }
-        let clean = scan.valid_len == scan.file_len && group.is_empty();
+        // A tail of zeros is space allocated ahead that no group reached.
+        let clean = (scan.valid_len == scan.file_len || scan.zero_tail) && group.is_empty();
         if !clean {
             if !newest {
                 return Err(invalid_data(format!(
@@ -1029,13 +1031,14 @@ fn recover(shared: &Shared) -> io::Result<(log::LogWriter, LedgerRecovery)> {
             );
         }
         let len = if clean {
-            scan.file_len
+            scan.valid_len
         } else if scan.valid_len == 0 {
             0
         } else {
             complete_end
         };
         last = Some((segment, len));
+        lengths.push(len);
     }
     report.records = next_seq - 1;
     let log = match last {
@@ -1044,11 +1047,12 @@ fn recover(shared: &Shared) -> io::Result<(log::LogWriter, LedgerRecovery)> {
     };
     shared.visible_seq.store(report.records, Ordering::Release);
     let mut log_bytes = 0;
-    for &segment in &segments {
+    for (&segment, &scanned) in segments.iter().zip(&lengths) {
+        // An older segment's length is where its records end (it may end in allocated zeros).
         let len = if segment == log.seq() {
             log.len()
         } else {
-            std::fs::metadata(log::segment_path(dir, segment))?.len()
+            scanned
         };
         log_bytes += len;
         shared.add_segment(segment, len)?;
