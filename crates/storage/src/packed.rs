@@ -75,11 +75,11 @@ pub(crate) fn put_delete(out: &mut Vec<u8>, key: ProfileKey) {
 }
 
 /// The unwritten rest of a buffer being filled.
-pub(crate) struct Cursor<'a>(pub(crate) &'a mut [u8]);
+struct Cursor<'a>(&'a mut [u8]);
 
 impl Cursor<'_> {
     #[inline]
-    pub(crate) fn put(&mut self, bytes: &[u8]) {
+    fn put(&mut self, bytes: &[u8]) {
         let (head, rest) = std::mem::take(&mut self.0).split_at_mut(bytes.len());
         head.copy_from_slice(bytes);
         self.0 = rest;
@@ -159,4 +159,16 @@ pub(crate) fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes
         .chunks_exact(4)
         .map(|word| u32::from_le_bytes(word.try_into().expect("4 bytes")))
+}
+
+/// The `(segment, expiry)` pairs of an update's packed adds.
+#[inline]
+pub(crate) fn pairs(bytes: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    bytes.chunks_exact(8).map(|pair| {
+        let (segment, expiry) = pair.split_at(4);
+        (
+            u32::from_le_bytes(segment.try_into().expect("4 bytes")),
+            u32::from_le_bytes(expiry.try_into().expect("4 bytes")),
+        )
+    })
 }

@@ -166,10 +166,10 @@ impl WriteBatch {
                     update: ResolvedUpdate {
                         clear,
                         remove: packed::words(removes).map(SegmentNum).collect(),
-                        add: packed::words(adds)
-                            .collect::<Vec<_>>()
-                            .chunks_exact(2)
-                            .map(|pair| (SegmentNum(pair[0]), Timestamp::from_secs(pair[1] as i64)))
+                        add: packed::pairs(adds)
+                            .map(|(segment, expiry)| {
+                                (SegmentNum(segment), Timestamp::from_secs(expiry.into()))
+                            })
                             .collect(),
                     },
                 },

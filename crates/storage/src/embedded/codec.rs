@@ -14,7 +14,9 @@
 
 use crate::profile::WriteBatch;
 
-pub(crate) use crate::packed::{Malformed, Mutation, decode_mutation, take, take_u32, words};
+pub(crate) use crate::packed::{
+    Malformed, Mutation, decode_mutation, pairs, take, take_u32, words,
+};
 
 /// Bytes of a record frame before the payload.
 pub(crate) const FRAME_HEADER: usize = 8;

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use parking_lot::RwLock;
 use tracing::{error, info};
 
-use super::codec::{self, FRAME_HEADER, Malformed, Mutation, PayloadReader, words};
+use super::codec::{self, FRAME_HEADER, Malformed, Mutation, PayloadReader, pairs, words};
 use super::table::{Key, SHARDS, Scratch, Table, compact_if_needed, prefetch_address};
 use super::wal::Wal;
 use super::{Padded, Shared, snapshot};
@@ -210,13 +210,8 @@ impl ShardApplier {
                 self.removes.clear();
                 self.removes.extend(words(removes));
                 self.adds.clear();
-                self.adds.extend(adds.chunks_exact(8).map(|pair| {
-                    let (segment, expiry) = pair.split_at(4);
-                    [
-                        u32::from_le_bytes(segment.try_into().expect("4 bytes")),
-                        u32::from_le_bytes(expiry.try_into().expect("4 bytes")),
-                    ]
-                }));
+                self.adds
+                    .extend(pairs(adds).map(|(segment, expiry)| [segment, expiry]));
                 debug_assert_eq!(Key::from_profile(key), pending.key);
                 let key = pending.key;
                 while table
