@@ -17,16 +17,16 @@
 //! A batch of 7 000 updates with 6.5 adds each is one 540 kB buffer instead of 14 000 small
 //! vectors: nothing is allocated per profile, and the log writer copies it as it is.
 
-use segmart_domain::{SegmentNum, Timestamp};
+use segmart_domain::profile::ResolvedUpdate;
 
 use crate::profile::ProfileKey;
 
-pub(crate) const TAG_UPDATE: u8 = 0;
-pub(crate) const TAG_UPDATE_CLEAR: u8 = 1;
-pub(crate) const TAG_DELETE: u8 = 2;
+const TAG_UPDATE: u8 = 0;
+const TAG_UPDATE_CLEAR: u8 = 1;
+const TAG_DELETE: u8 = 2;
 
 /// Bytes of an update's tag, key and list lengths.
-pub(crate) const UPDATE_HEADER: usize = 1 + 16 + 8;
+const UPDATE_HEADER: usize = 1 + 16 + 8;
 
 /// Clamps Unix seconds into the `u32` range expiries are kept in.
 #[inline]
@@ -36,24 +36,19 @@ pub(crate) fn clamp_secs(secs: i64) -> u32 {
 
 /// Bytes the packed update takes.
 #[inline]
-pub(crate) fn update_len(removes: usize, adds: usize) -> usize {
+fn update_len(removes: usize, adds: usize) -> usize {
     UPDATE_HEADER + 4 * removes + 8 * adds
 }
 
 /// Appends a packed update.
 #[inline]
-pub(crate) fn put_update(
-    out: &mut Vec<u8>,
-    key: ProfileKey,
-    clear: bool,
-    remove: &[SegmentNum],
-    add: &[(SegmentNum, Timestamp)],
-) {
+pub(crate) fn put_update(out: &mut Vec<u8>, key: ProfileKey, update: &ResolvedUpdate) {
+    let ResolvedUpdate { clear, remove, add } = update;
     let start = out.len();
     // Sized once, then filled through a cursor: no capacity check per field.
     out.resize(start + update_len(remove.len(), add.len()), 0);
     let mut cursor = Cursor(&mut out[start..]);
-    cursor.put(&[if clear { TAG_UPDATE_CLEAR } else { TAG_UPDATE }]);
+    cursor.put(&[if *clear { TAG_UPDATE_CLEAR } else { TAG_UPDATE }]);
     cursor.put(&key.0.to_le_bytes());
     cursor.put(&(remove.len() as u32).to_le_bytes());
     cursor.put(&(add.len() as u32).to_le_bytes());

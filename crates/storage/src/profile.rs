@@ -104,20 +104,10 @@ impl WriteBatch {
         }
     }
 
+    /// An update: drop every link first when `clear`, then `remove`, then `add` (each with its
+    /// absolute expiry).
     pub fn push_update(&mut self, key: ProfileKey, update: &ResolvedUpdate) {
-        self.push_lists(key, update.clear, &update.remove, &update.add);
-    }
-
-    /// An update given as its lists: drop every link first when `clear`, then `remove`, then
-    /// `add` (each with its absolute expiry).
-    pub fn push_lists(
-        &mut self,
-        key: ProfileKey,
-        clear: bool,
-        remove: &[SegmentNum],
-        add: &[(SegmentNum, Timestamp)],
-    ) {
-        packed::put_update(&mut self.packed, key, clear, remove, add);
+        packed::put_update(&mut self.packed, key, update);
         self.count += 1;
     }
 
@@ -262,7 +252,7 @@ mod tests {
         assert!(batch.is_empty());
         batch.push_update(ProfileKey(1), &update);
         batch.push_delete(ProfileKey(u128::MAX));
-        batch.push_lists(ProfileKey(2), false, &[], &[]);
+        batch.push_update(ProfileKey(2), &ResolvedUpdate::default());
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.packed_bytes(), (25 + 8 + 16) + 17 + 25);
         let expected = vec![

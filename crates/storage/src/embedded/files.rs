@@ -198,6 +198,25 @@ const READ_DROP_STEP: u64 = 8 << 20;
 /// Page granularity of [`CacheDropper`] (the kernel drops whole pages only).
 const CACHE_PAGE: u64 = 4096;
 
+/// Allocates the blocks of `file` in `offset..offset + len` (`fallocate`, which extends the
+/// file's size to cover them; unwritten blocks read as zeros).
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on a valid, owned descriptor; it reads no memory of ours.
+    let status = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Asks the kernel to drop the clean cached pages of `file` in `offset..offset + len`. Only a
 /// hint: a failure changes nothing but the cache, so it is ignored.
 fn drop_cached(file: &File, offset: u64, len: u64) {

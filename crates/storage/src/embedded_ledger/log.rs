@@ -18,9 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use std::os::fd::AsRawFd;
-
-use crate::embedded::files::{CacheDropper, sync_dir};
+use crate::embedded::files::{CacheDropper, allocate, sync_dir};
 
 use super::codec::{FRAME_HEADER, MAX_PAYLOAD, MIN_PAYLOAD, PayloadHeader, frame_header};
 
@@ -146,21 +144,12 @@ impl LogWriter {
     /// lost the file is only shorter.
     fn allocate_ahead(&mut self, end: u64) {
         let to = end + ALLOCATE_STEP;
-        // SAFETY: fallocate on a valid, owned descriptor; it reads no memory of ours.
-        let done = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                0,
-                self.allocated as libc::off_t,
-                (to - self.allocated) as libc::off_t,
-            )
-        };
-        if done == 0 {
-            self.allocated = to;
-        } else {
-            let error = io::Error::last_os_error();
-            tracing::debug!(%error, "the ledger log cannot allocate ahead; appends grow it");
-            self.allocate = false;
+        match allocate(&self.file, self.allocated, to - self.allocated) {
+            Ok(()) => self.allocated = to,
+            Err(error) => {
+                tracing::debug!(%error, "the ledger log cannot allocate ahead; appends grow it");
+                self.allocate = false;
+            }
         }
     }
 

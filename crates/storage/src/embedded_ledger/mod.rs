@@ -956,7 +956,7 @@ fn recover(shared: &Shared) -> io::Result<(log::LogWriter, LedgerRecovery)> {
         }
     }
     let mut next_seq = 1u64;
-    let mut last = None;
+    // Where each segment's records end, as recovered.
     let mut lengths = Vec::with_capacity(segments.len());
     for (index, &segment) in segments.iter().enumerate() {
         if segment > u64::from(u32::MAX) {
@@ -1037,12 +1037,11 @@ fn recover(shared: &Shared) -> io::Result<(log::LogWriter, LedgerRecovery)> {
         } else {
             complete_end
         };
-        last = Some((segment, len));
         lengths.push(len);
     }
     report.records = next_seq - 1;
-    let log = match last {
-        Some((segment, len)) => log::LogWriter::reopen(dir, segment, len)?,
+    let log = match segments.last().zip(lengths.last()) {
+        Some((&segment, &len)) => log::LogWriter::reopen(dir, segment, len)?,
         None => log::LogWriter::create(dir, 1)?,
     };
     shared.visible_seq.store(report.records, Ordering::Release);
