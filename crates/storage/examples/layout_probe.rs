@@ -1,4 +1,4 @@
-//! Lookup latency and memory of two slot layouts for the embedded profile table, built from
+//! Lookup latency and memory of slot layouts for the embedded profile table, built from
 //! the same synthetic profiles (1–12 links each, mean 6.5) with random 128-bit keys:
 //!
 //! - `slot24`: the table as built — ordered linear probing over 24-byte slots (key, arena
@@ -8,6 +8,10 @@
 //!   offset and the first 5 links inline — with the rest of a profile's links in an arena. A
 //!   hit on a profile of up to 5 links costs one miss plus the run's next lines (prefetched
 //!   together with it).
+//!
+//! - `paged`: key-ordered pages of 256–1024 bytes holding variable-length records (24-byte
+//!   header, links inline), a record in its home page or a later one when that is full; a
+//!   lookup prefetches its home page and the next. One miss when the record is in them.
 //!
 //! `cargo run --release -p segmart-storage --example layout_probe -- [profiles] [load %]`
 //!
@@ -265,6 +269,113 @@ impl Layout for Table64 {
     }
 }
 
+
+/// Key-ordered pages of `page_words` u32 words holding variable-length records
+/// `[key: 4 words][updated][count][segment, expiry]*` in key order; word 0 of a page is its
+/// used word count with a spill flag in the top bit (records homed at or before this page
+/// continue in the next one). A record lives in its home page or, when that is full, a later
+/// one; a lookup prefetches its home page and the next, then scans records.
+struct Paged {
+    words: &'static [u32],
+    page_words: usize,
+    pages: usize,
+}
+
+const SPILL: u32 = 1 << 31;
+
+impl Paged {
+    fn build(profiles: &[Profile], fill_pct: usize, page_bytes: usize) -> Paged {
+        let page_words = page_bytes / 4;
+        let record_words: usize = profiles.iter().map(|p| 6 + 2 * p.links.len()).sum();
+        let pages = record_words * 100 / fill_pct / (page_words - 1);
+        let words = huge_zeroed::<u32>((pages + pages / 4 + 1024) * page_words);
+        let (mut spilled, mut longest) = (0usize, 0usize);
+        let mut page = 0usize;
+        for profile in profiles {
+            let home = home(profile.key[0], pages);
+            page = page.max(home);
+            let need = 6 + 2 * profile.links.len();
+            loop {
+                let base = page * page_words;
+                let used = (words[base] & !SPILL) as usize;
+                if 1 + used + need <= page_words {
+                    let at = base + 1 + used;
+                    words[at] = profile.key[0] as u32;
+                    words[at + 1] = (profile.key[0] >> 32) as u32;
+                    words[at + 2] = profile.key[1] as u32;
+                    words[at + 3] = (profile.key[1] >> 32) as u32;
+                    words[at + 4] = 1;
+                    words[at + 5] = profile.links.len() as u32;
+                    for (i, link) in profile.links.iter().enumerate() {
+                        words[at + 6 + 2 * i] = link[0];
+                        words[at + 7 + 2 * i] = link[1];
+                    }
+                    words[base] = (words[base] & SPILL) | (used + need) as u32;
+                    break;
+                }
+                words[base] |= SPILL;
+                page += 1;
+            }
+            spilled += (page > home) as usize;
+            longest = longest.max(page - home);
+        }
+        println!(
+            "  {page_bytes} B pages filled to {fill_pct} %: {:.1} % of records off their home page, farthest {longest} pages",
+            100.0 * spilled as f64 / profiles.len() as f64
+        );
+        Paged {
+            words,
+            page_words,
+            pages,
+        }
+    }
+}
+
+impl Layout for Paged {
+    fn name(&self) -> &'static str {
+        "paged"
+    }
+    fn bytes(&self) -> usize {
+        self.pages * self.page_words * 4
+    }
+    #[inline]
+    fn lookup(&self, key: [u64; 2], out: &mut Vec<[u32; 2]>) -> bool {
+        let mut page = home(key[0], self.pages);
+        let base = (&self.words[page * self.page_words] as *const u32).cast::<u8>();
+        for line in 0..2 * self.page_words / 16 {
+            prefetch(base.wrapping_add(64 * line));
+        }
+        loop {
+            let base = page * self.page_words;
+            let header = self.words[base];
+            let end = base + 1 + (header & !SPILL) as usize;
+            let mut at = base + 1;
+            while at < end {
+                let w = &self.words[at..at + 6];
+                let k = [
+                    w[0] as u64 | (w[1] as u64) << 32,
+                    w[2] as u64 | (w[3] as u64) << 32,
+                ];
+                let count = w[5] as usize;
+                if k == key {
+                    for pair in self.words[at + 6..at + 6 + 2 * count].chunks_exact(2) {
+                        out.push([pair[0], pair[1]]);
+                    }
+                    return true;
+                }
+                if k > key {
+                    return false;
+                }
+                at += 6 + 2 * count;
+            }
+            if header & SPILL == 0 {
+                return false;
+            }
+            page += 1;
+        }
+    }
+}
+
 fn measure(
     layout: &dyn Layout,
     label: &str,
@@ -322,6 +433,11 @@ fn main() {
     for ahead in [1, 3] {
         let table = Table64::build(&profiles, load, ahead);
         let label = format!(", +{ahead} lines prefetched");
+        measure(&table, &label, &profiles, memberships, usize::MAX);
+    }
+    for (page_bytes, fill) in [(256, 70), (512, 80), (512, 88), (1024, 88)] {
+        let table = Paged::build(&profiles, fill, page_bytes);
+        let label = format!(", {page_bytes} B pages at {fill} %");
         measure(&table, &label, &profiles, memberships, usize::MAX);
     }
     // What a one-miss hit costs: only profiles whose links all fit inline.
