@@ -269,7 +269,6 @@ impl Layout for Table64 {
     }
 }
 
-
 /// Key-ordered pages of `page_words` u32 words holding variable-length records
 /// `[key: 4 words][updated][count][segment, expiry]*` in key order; word 0 of a page is its
 /// used word count with a spill flag in the top bit (records homed at or before this page

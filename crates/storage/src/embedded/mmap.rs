@@ -14,10 +14,19 @@
 //!   page (`MADV_COLLAPSE`), since its first pages were touched while it was still partial.
 //!   An exhausted reservation moves (`mremap`, page tables only) into a larger aligned one.
 //!
+//! - **Small fixed arrays stay on the heap.** Below one huge page ([`HEAP_BELOW`]) a mapping
+//!   buys nothing (no huge page can back it) and costs system calls: five to create one, a
+//!   page fault per 4 KiB touched, and an `munmap` whose TLB shootdown interrupts the other
+//!   core. A new store's shards start small and replace their slot arrays as they grow, so it
+//!   created and dropped dozens of such arrays per batch. A fixed-size array
+//!   ([`MmapVec::zeroed`]) smaller than that is a zeroed, page-aligned heap block instead; if
+//!   it is ever grown, it moves into a mapping. Growable arrays (arenas) always map: they
+//!   grow in place, where a heap block would be copied.
+//!
 //! The reported size ([`MmapVec::mapped_bytes`]) is the writable part, what the kernel may
 //! commit; reserved address space costs nothing. Fresh mappings are zero-filled by the
-//! kernel; the table relies on that (an all-zero slot is an empty slot), so a new table costs
-//! no initialisation pass.
+//! kernel and heap blocks are allocated zeroed; the table relies on that (an all-zero slot is
+//! an empty slot), so a new table costs no initialisation pass beyond the allocator's.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -27,6 +36,8 @@ const PAGE: usize = 4096;
 const HUGE_PAGE: usize = 2 << 20;
 /// Address space reserved for a growable array when it is first used.
 const INITIAL_RESERVATION: usize = 64 << 20;
+/// Arrays of fewer bytes than this live in heap blocks rather than their own mappings.
+const HEAP_BELOW: usize = HUGE_PAGE;
 /// `MADV_COLLAPSE` (Linux 6.1), not yet exported by the libc crate.
 const MADV_COLLAPSE: libc::c_int = 25;
 
@@ -36,8 +47,11 @@ pub(crate) struct MmapVec<T: Copy> {
     len: usize,
     /// Writable capacity in elements.
     cap: usize,
-    /// Bytes of address space reserved at `ptr` (writable part included).
+    /// Bytes of address space reserved at `ptr` (writable part included); for a heap block,
+    /// its size.
     reserved: usize,
+    /// `ptr` is a heap block of `reserved` bytes aligned to [`PAGE`], not a mapping.
+    heap: bool,
     _owns: PhantomData<T>,
 }
 
@@ -66,6 +80,7 @@ impl<T: Copy> MmapVec<T> {
             len: 0,
             cap: 0,
             reserved: 0,
+            heap: false,
             _owns: PhantomData,
         }
     }
@@ -76,9 +91,13 @@ impl<T: Copy> MmapVec<T> {
         let mut vec = Self::new();
         if len > 0 {
             let bytes = bytes_for::<T>(len);
-            vec.ptr = NonNull::new(reserve_region(bytes).cast()).expect("mapping is not null");
-            vec.reserved = bytes;
-            vec.commit(bytes);
+            if bytes < HEAP_BELOW {
+                vec.alloc_heap(bytes);
+            } else {
+                vec.ptr = NonNull::new(reserve_region(bytes).cast()).expect("mapping is not null");
+                vec.reserved = bytes;
+                vec.commit(bytes);
+            }
         }
         vec.len = len;
         vec
@@ -89,7 +108,7 @@ impl<T: Copy> MmapVec<T> {
     /// 2 MiB at once.
     pub(crate) fn zeroed_small_pages(len: usize) -> Self {
         let vec = Self::zeroed(len);
-        if vec.reserved > 0 {
+        if vec.reserved > 0 && !vec.heap {
             // SAFETY: advice on this value's own mapping; failure only costs speed.
             unsafe { libc::madvise(vec.ptr.as_ptr().cast(), vec.reserved, libc::MADV_NOHUGEPAGE) };
         }
@@ -133,6 +152,10 @@ impl<T: Copy> MmapVec<T> {
             return;
         }
         let bytes = bytes_for::<T>(needed);
+        if self.heap {
+            self.heap_to_mapping(bytes);
+            return;
+        }
         if self.reserved == 0 {
             let reserved = bytes.max(INITIAL_RESERVATION);
             self.ptr = NonNull::new(reserve_region(reserved).cast()).expect("mapping is not null");
@@ -141,6 +164,47 @@ impl<T: Copy> MmapVec<T> {
             self.move_to_reservation(bytes.max(self.reserved * 4));
         }
         self.commit(bytes);
+    }
+
+    fn heap_layout(bytes: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(bytes, PAGE).expect("heap block layout")
+    }
+
+    /// Makes this empty array a zeroed heap block of `bytes`.
+    fn alloc_heap(&mut self, bytes: usize) {
+        debug_assert!(self.reserved == 0 && bytes > 0);
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(Self::heap_layout(bytes)) };
+        let Some(ptr) = NonNull::new(ptr.cast::<T>()) else {
+            std::alloc::handle_alloc_error(Self::heap_layout(bytes))
+        };
+        self.ptr = ptr;
+        self.reserved = bytes;
+        self.heap = true;
+        self.cap = bytes / size_of::<T>();
+    }
+
+    /// Moves a heap block's contents into a fresh mapping with `bytes` writable.
+    fn heap_to_mapping(&mut self, bytes: usize) {
+        let reserved = bytes.max(INITIAL_RESERVATION);
+        let base = reserve_region(reserved);
+        let (old, old_bytes) = (self.ptr, self.reserved);
+        self.ptr = NonNull::new(base.cast()).expect("mapping is not null");
+        self.reserved = reserved;
+        self.heap = false;
+        self.cap = 0;
+        self.commit(bytes);
+        // SAFETY: the block holds `old_bytes` initialised bytes, the new mapping has at least
+        // that many writable, and the two do not overlap; the block is then freed with the
+        // layout it was allocated with.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                old.as_ptr().cast::<u8>(),
+                self.ptr.as_ptr().cast::<u8>(),
+                old_bytes,
+            );
+            std::alloc::dealloc(old.as_ptr().cast(), Self::heap_layout(old_bytes));
+        }
     }
 
     /// Makes the first `bytes` of the reservation writable and collapses completed 2 MiB
@@ -242,7 +306,12 @@ impl<T: Copy> MmapVec<T> {
 
 impl<T: Copy> Drop for MmapVec<T> {
     fn drop(&mut self) {
-        if self.reserved > 0 {
+        if self.heap {
+            // SAFETY: the block was allocated with the layout of its `reserved` size.
+            unsafe {
+                std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::heap_layout(self.reserved))
+            };
+        } else if self.reserved > 0 {
             // SAFETY: the reservation was created by `reserve_region` with this size and is
             // owned by this value.
             unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.reserved) };
@@ -327,6 +396,32 @@ mod tests {
                 .all(|(i, &w)| w == i as u64)
         );
         assert!(words.mapped_bytes() < count * 8 * 11 / 10);
+    }
+
+    #[test]
+    fn small_fixed_arrays_live_on_the_heap_and_move_into_a_mapping_when_grown() {
+        let mut words = MmapVec::<u32>::zeroed(1000);
+        assert!(words.heap);
+        assert!(words.as_slice().iter().all(|&w| w == 0));
+        for (i, word) in words.as_mut_slice().iter_mut().enumerate() {
+            *word = i as u32;
+        }
+        words.push(1000);
+        words.reserve_exact(10_000);
+        assert!(!words.heap, "a grown array is a mapping");
+        assert!(
+            words
+                .as_slice()
+                .iter()
+                .enumerate()
+                .all(|(i, &w)| w == i as u32)
+        );
+        words.set_len(11_001);
+        assert!(words.as_slice()[1001..].iter().all(|&w| w == 0));
+        assert!(!MmapVec::<u64>::zeroed(HEAP_BELOW / 8).heap);
+        let mut growable = MmapVec::<u32>::new();
+        growable.push(1);
+        assert!(!growable.heap, "growable arrays map from the start");
     }
 
     #[test]
