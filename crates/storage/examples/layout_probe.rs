@@ -13,6 +13,10 @@
 //!   header, links inline), a record in its home page or a later one when that is full; a
 //!   lookup prefetches its home page and the next. One miss when the record is in them.
 //!
+//! - `directory + buckets`: no slot array; a directory of 8-byte entries (offset, length), one
+//!   per bucket of 2–8 profiles on average, over one arena in which each bucket's records lie
+//!   together in key order. No fill slack; a hit reads the directory, then the bucket.
+//!
 //! `cargo run --release -p segmart-storage --example layout_probe -- [profiles] [load %]`
 //!
 //! A throwaway measurement to choose a layout, not a model of the store: no shards, no locks,
@@ -375,6 +379,94 @@ impl Layout for Paged {
     }
 }
 
+/// A directory of buckets over one arena: a key's bucket is `fast range(key, buckets)`, and
+/// `dir[bucket]` is where its records start in the arena and how many words they take.
+/// Records (`[key: 4 words][updated][count][segment, expiry]*`) of a bucket are contiguous
+/// and sorted by key. The directory (8 bytes per bucket) is small enough to stay in cache; a
+/// lookup reads its entry, prefetches the bucket's lines and scans them: one miss to memory.
+struct Directory {
+    dir: &'static [[u32; 2]],
+    arena: &'static [u32],
+    buckets: usize,
+}
+
+impl Directory {
+    fn build(profiles: &[Profile], per_bucket: usize) -> Directory {
+        let buckets = profiles.len().div_ceil(per_bucket);
+        let dir = huge_zeroed::<[u32; 2]>(buckets + 1);
+        let words: usize = profiles.iter().map(|p| 6 + 2 * p.links.len()).sum();
+        let arena = huge_zeroed::<u32>(words + 16);
+        let mut at = 0usize;
+        let mut bucket = 0usize;
+        for profile in profiles {
+            let home = home(profile.key[0], buckets);
+            while bucket < home {
+                bucket += 1;
+                dir[bucket] = [at as u32, 0];
+            }
+            arena[at] = profile.key[0] as u32;
+            arena[at + 1] = (profile.key[0] >> 32) as u32;
+            arena[at + 2] = profile.key[1] as u32;
+            arena[at + 3] = (profile.key[1] >> 32) as u32;
+            arena[at + 4] = 1;
+            arena[at + 5] = profile.links.len() as u32;
+            for (i, link) in profile.links.iter().enumerate() {
+                arena[at + 6 + 2 * i] = link[0];
+                arena[at + 7 + 2 * i] = link[1];
+            }
+            at += 6 + 2 * profile.links.len();
+            dir[bucket][1] = (at - dir[bucket][0] as usize) as u32;
+        }
+        Directory {
+            dir,
+            arena,
+            buckets,
+        }
+    }
+}
+
+impl Layout for Directory {
+    fn name(&self) -> &'static str {
+        "directory + buckets"
+    }
+    fn bytes(&self) -> usize {
+        self.buckets * 8 + self.arena.len() * 4
+    }
+    #[inline]
+    fn lookup(&self, key: [u64; 2], out: &mut Vec<[u32; 2]>) -> bool {
+        let [start, len] = self.dir[home(key[0], self.buckets)];
+        let (start, end) = (start as usize, start as usize + len as usize);
+        let base = (&self.arena[start.min(self.arena.len() - 1)] as *const u32).cast::<u8>();
+        let first_line = base as usize & !63;
+        let last_line = (base as usize + 4 * len as usize).saturating_sub(1) & !63;
+        let mut line = first_line;
+        while line <= last_line {
+            prefetch(line as *const u8);
+            line += 64;
+        }
+        let mut at = start;
+        while at < end {
+            let w = &self.arena[at..at + 6];
+            let k = [
+                w[0] as u64 | (w[1] as u64) << 32,
+                w[2] as u64 | (w[3] as u64) << 32,
+            ];
+            let count = w[5] as usize;
+            if k == key {
+                for pair in self.arena[at + 6..at + 6 + 2 * count].chunks_exact(2) {
+                    out.push([pair[0], pair[1]]);
+                }
+                return true;
+            }
+            if k > key {
+                return false;
+            }
+            at += 6 + 2 * count;
+        }
+        false
+    }
+}
+
 fn measure(
     layout: &dyn Layout,
     label: &str,
@@ -437,6 +529,11 @@ fn main() {
     for (page_bytes, fill) in [(256, 70), (512, 80), (512, 88), (1024, 88)] {
         let table = Paged::build(&profiles, fill, page_bytes);
         let label = format!(", {page_bytes} B pages at {fill} %");
+        measure(&table, &label, &profiles, memberships, usize::MAX);
+    }
+    for per_bucket in [2, 4, 8] {
+        let table = Directory::build(&profiles, per_bucket);
+        let label = format!(", {per_bucket} profiles per bucket");
         measure(&table, &label, &profiles, memberships, usize::MAX);
     }
     // What a one-miss hit costs: only profiles whose links all fit inline.
