@@ -101,6 +101,7 @@ pub fn prepare_batch(
     // Packed updates take fewer bytes than their JSON in any realistic body.
     let mut packed = WriteBatch::with_capacity(now, body.len());
     let mut resolved = ResolvedUpdate::default();
+    let mut located = Vec::new();
     let mut rejected = Vec::new();
     directory
         .with_segments(folder.id, |segments| {
@@ -111,13 +112,6 @@ pub fn prepare_batch(
                     reason: rejection.reason,
                     unknown_segments: rejection.unknown_segments,
                 };
-                // Start the segment lookups' memory loads; the id checks and keying overlap them.
-                for id in [&item.set, &item.add, &item.remove]
-                    .into_iter()
-                    .flat_map(|list| batch.list(list))
-                {
-                    segments.prefetch(id);
-                }
                 let Some(raw_id) = batch.profile_id(item) else {
                     rejected.push(reject(None, plain("profileId is required")));
                     continue;
@@ -141,9 +135,24 @@ pub fn prepare_batch(
                     ));
                     continue;
                 }
+                resolved.clear = remove_all || set.is_some();
+                let joined = set.unwrap_or(&[]).iter().chain(add).map(AsRef::as_ref);
+                let removed = remove.iter().map(AsRef::as_ref);
+                let fast = segments.resolve_packed(
+                    joined,
+                    add.len(),
+                    removed,
+                    now,
+                    &mut located,
+                    &mut resolved,
+                );
                 let lookup = |key: &Cow<'_, str>| segments.get(key.as_ref());
-                match resolve_lists_into(remove_all, set, add, remove, now, lookup, &mut resolved)
-                {
+                let outcome = if fast {
+                    Ok(())
+                } else {
+                    resolve_lists_into(remove_all, set, add, remove, now, lookup, &mut resolved)
+                };
+                match outcome {
                     Ok(()) => packed.push_update(
                         keyer.key_bytes(folder.num, profile_id.as_bytes()),
                         &resolved,

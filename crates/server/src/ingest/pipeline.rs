@@ -1159,9 +1159,8 @@ pub fn resolve_line<'l>(
     Ok(keyer.key_bytes(target.folder_num, user.as_str().as_bytes()))
 }
 
-/// The common case in one pass over the line's ids, each split out, packed and hashed once:
-/// every id is short enough to pack, known, selectable where added, and none is both added and
-/// removed. `false` when anything of that fails; [`resolve_by_ids`] then finds the refusal.
+/// The common case in one pass over the line's ids ([`SegmentMap::resolve_packed`]);
+/// `false` when it does not apply, and [`resolve_by_ids`] then finds the refusal.
 #[inline]
 fn resolve_located(
     line: &ParsedLine<'_>,
@@ -1170,41 +1169,16 @@ fn resolve_located(
     scratch: &mut LineScratch,
 ) -> bool {
     let LineScratch { resolved, located } = scratch;
-    let add_list = line.add();
-    located.clear();
-    // The ids' slots are mostly not in the CPU caches: `locate` asks for all of them before
-    // the first lookup waits for one.
-    for id in add_list.iter().chain(line.remove().iter()) {
-        let at = segments.locate(id);
-        if !at.is_packed() {
-            return false;
-        }
-        located.push(at);
-    }
     resolved.clear = false;
-    resolved.add.clear();
-    resolved.remove.clear();
-    let (adds, removes) = located.split_at(add_list.len());
-    for &at in adds {
-        match segments.get_located(at) {
-            Some(segment) if segment.selectable => resolved.add.push((
-                segment.num,
-                apply_at.plus_secs(i64::from(segment.ttl_minutes) * 60),
-            )),
-            _ => return false,
-        }
-    }
-    for &at in removes {
-        match segments.get_located(at) {
-            Some(segment) => resolved.remove.push(segment.num),
-            None => return false,
-        }
-    }
-    resolved.remove.is_empty()
-        || !resolved
-            .add
-            .iter()
-            .any(|(num, _)| resolved.remove.contains(num))
+    let add = line.add();
+    segments.resolve_packed(
+        add.iter(),
+        add.len(),
+        line.remove().iter(),
+        apply_at,
+        located,
+        resolved,
+    )
 }
 
 /// [`resolve_line`]'s lists, by id: for any line, and for the exact refusal.
