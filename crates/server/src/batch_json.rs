@@ -151,6 +151,28 @@ fn zero_bytes(word: u64) -> u64 {
     word.wrapping_sub(LOW) & !word & HIGH
 }
 
+/// One bit per byte of `chunk` (bit `i` for byte `i`) that is a quote, a backslash, a control
+/// character or not ASCII: the bytes [`Reader::string`] must look at.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn special_bytes_16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline; the load reads the 16 bytes of `chunk`
+    // (unaligned loads are allowed).
+    unsafe {
+        let bytes = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+        let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+        // As signed bytes, control characters (0..=0x1f) and non-ASCII bytes (0x80..) are
+        // both below 0x20.
+        let low_or_high = _mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), low_or_high)) as u32
+    }
+}
+
 struct Reader<'a> {
     body: &'a [u8],
     pos: usize,
@@ -192,9 +214,20 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a str> {
         let start = self.pos;
         let mut ascii = true;
-        // Eight bytes at a time up to the first byte that needs a look: a quote, a backslash,
-        // a control character or a non-ASCII byte.
-        while let Some(chunk) = self.body.get(self.pos..self.pos + 8) {
+        // Sixteen, then eight bytes at a time up to the first byte that needs a look: a quote,
+        // a backslash, a control character or a non-ASCII byte.
+        let mut found = false;
+        #[cfg(target_arch = "x86_64")]
+        while let Some(chunk) = self.body.get(self.pos..self.pos + 16) {
+            let special = special_bytes_16(chunk.try_into().expect("sixteen bytes"));
+            if special != 0 {
+                self.pos += special.trailing_zeros() as usize;
+                found = true;
+                break;
+            }
+            self.pos += 16;
+        }
+        while !found && let Some(chunk) = self.body.get(self.pos..self.pos + 8) {
             let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
             let special = zero_bytes(word ^ (LOW * b'"' as u64))
                 | zero_bytes(word ^ (LOW * b'\\' as u64))
