@@ -223,7 +223,10 @@ pub fn canonical_profile_id<'a>(raw: &'a str, id_type: &IdType) -> Result<Cow<'a
             raw.len()
         ));
     }
-    if raw.chars().any(|c| c.is_control()) {
+    // Printable ASCII (the usual id) is checked a byte at a time, which vectorises; anything
+    // else is decoded to find the control characters beyond ASCII (U+0080 to U+009F).
+    let printable_ascii = raw.bytes().all(|byte| (0x20..0x7f).contains(&byte));
+    if !printable_ascii && raw.chars().any(|c| c.is_control()) {
         return Err("contains a control character".into());
     }
     match id_type {
@@ -327,6 +330,21 @@ fn parse_ip(raw: &str) -> Result<IpAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_ids_with_control_characters_are_refused_ascii_or_not() {
+        let cookie = |s: &'static str| canonical_profile_id(s, &IdType::Cookie);
+        for bad in ["a\tb", "a\u{7f}", "\u{0}x", "caf\u{85}", "x\u{9f}y"] {
+            assert_eq!(
+                cookie(bad).unwrap_err(),
+                "contains a control character",
+                "{bad:?}"
+            );
+        }
+        for good in ["AbC-123_x.y", "café", "ид-42", "~!@#$%^&*()"] {
+            assert_eq!(cookie(good).unwrap(), good);
+        }
+    }
 
     #[test]
     fn ip_folders_accept_only_well_formed_addresses() {
