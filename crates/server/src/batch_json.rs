@@ -210,7 +210,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string without escapes or control characters, the opening quote already read.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.pos;
         let mut ascii = true;
@@ -221,7 +221,14 @@ impl<'a> Reader<'a> {
         while let Some(chunk) = self.body.get(self.pos..self.pos + 16) {
             let special = special_bytes_16(chunk.try_into().expect("sixteen bytes"));
             if special != 0 {
-                self.pos += special.trailing_zeros() as usize;
+                let at = self.pos + special.trailing_zeros() as usize;
+                if self.body[at] == b'"' {
+                    // The usual end: every byte before the quote was plain ASCII.
+                    self.pos = at + 1;
+                    // SAFETY: the bytes from `start` to `at` are below 0x80 (ASCII).
+                    return Some(unsafe { std::str::from_utf8_unchecked(&self.body[start..at]) });
+                }
+                self.pos = at;
                 found = true;
                 break;
             }
