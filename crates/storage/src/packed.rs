@@ -14,16 +14,24 @@
 //! ```
 //!
 //! Expiries are kept as the store keeps them: whole seconds, rounded down, clamped to `u32`.
+//! [`put_update`] writes the adds sorted by segment (stably: repeats keep their order), so the
+//! log's single applier merges them into a profile's sorted links without sorting them
+//! itself; the sort runs on the request threads, in parallel. Decoding does not rely on it
+//! (older logs, other writers): the applier sorts adds that are not in order.
 //! A batch of 7 000 updates with 6.5 adds each is one 540 kB buffer instead of 14 000 small
 //! vectors: nothing is allocated per profile, and the log writer copies it as it is.
 
 use segmart_domain::profile::ResolvedUpdate;
+use segmart_domain::{SegmentNum, Timestamp};
 
 use crate::profile::ProfileKey;
 
 const TAG_UPDATE: u8 = 0;
 const TAG_UPDATE_CLEAR: u8 = 1;
 const TAG_DELETE: u8 = 2;
+
+/// Adds of one update that [`put_update`] sorts without allocating.
+const SORT_ON_STACK: usize = 16;
 
 /// Bytes of an update's tag, key and list lengths.
 const UPDATE_HEADER: usize = 1 + 16 + 8;
@@ -55,9 +63,38 @@ pub(crate) fn put_update(out: &mut Vec<u8>, key: ProfileKey, update: &ResolvedUp
     for segment in remove {
         cursor.put(&segment.0.to_le_bytes());
     }
-    for (segment, expiry) in add {
-        let pair = (segment.0 as u64) | (clamp_secs(expiry.secs()) as u64) << 32;
-        cursor.put(&pair.to_le_bytes());
+    let pair = |(segment, expiry): &(SegmentNum, Timestamp)| {
+        (segment.0 as u64) | (clamp_secs(expiry.secs()) as u64) << 32
+    };
+    if add.is_sorted_by_key(|(segment, _)| *segment) {
+        for link in add {
+            cursor.put(&pair(link).to_le_bytes());
+        }
+    } else {
+        // A stable sort by segment (the low half of each pair): an insertion sort on the
+        // stack for the usual handful of adds.
+        let mut on_stack = [0u64; SORT_ON_STACK];
+        if add.len() <= SORT_ON_STACK {
+            let pairs = &mut on_stack[..add.len()];
+            for (filled, link) in add.iter().enumerate() {
+                let value = pair(link);
+                let mut at = filled;
+                while at > 0 && pairs[at - 1] as u32 > value as u32 {
+                    pairs[at] = pairs[at - 1];
+                    at -= 1;
+                }
+                pairs[at] = value;
+            }
+            for pair in pairs.iter() {
+                cursor.put(&pair.to_le_bytes());
+            }
+        } else {
+            let mut pairs: Vec<u64> = add.iter().map(pair).collect();
+            pairs.sort_by_key(|pair| *pair as u32);
+            for pair in &pairs {
+                cursor.put(&pair.to_le_bytes());
+            }
+        }
     }
     debug_assert!(cursor.0.is_empty(), "update_len matches the encoding");
 }

@@ -238,6 +238,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn adds_are_packed_sorted_by_segment_with_repeats_in_their_order() {
+        let at = Timestamp::from_secs(1_000);
+        for count in [5u32, 200] {
+            let add: Vec<_> = (0..count)
+                .map(|i| {
+                    let segment = SegmentNum((i * 7919) % (count / 2 + 1));
+                    (segment, Timestamp::from_secs(2_000 + i as i64))
+                })
+                .collect();
+            let mut expected = add.clone();
+            expected.sort_by_key(|(segment, _)| *segment);
+            let update = ResolvedUpdate {
+                add,
+                ..ResolvedUpdate::default()
+            };
+            let mut batch = WriteBatch::new(at);
+            batch.push_update(ProfileKey(7), &update);
+            let Some(ProfileMutation::Update { update, .. }) = batch.mutations().next() else {
+                panic!("one update");
+            };
+            assert_eq!(update.add, expected, "{count} adds");
+        }
+    }
+
+    #[test]
     fn a_batch_gives_back_its_mutations_in_order_with_expiries_in_whole_seconds() {
         let at = Timestamp::from_millis(1_700_000_000_500);
         let update = ResolvedUpdate {
@@ -259,10 +284,11 @@ mod tests {
             ProfileMutation::Update {
                 key: ProfileKey(1),
                 update: ResolvedUpdate {
+                    // Sorted by segment as packed.
                     add: vec![
-                        (SegmentNum(9), Timestamp::from_secs(1_700_000_600)),
                         // Before the epoch clamps to it, as the store keeps it.
                         (SegmentNum(1), Timestamp::from_secs(0)),
+                        (SegmentNum(9), Timestamp::from_secs(1_700_000_600)),
                     ],
                     ..update
                 },
