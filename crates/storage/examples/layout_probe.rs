@@ -273,6 +273,54 @@ impl Layout for Table64 {
     }
 }
 
+/// Writes a variable-length record `[key: 4 words][updated][count][segment, expiry]*` at the
+/// start of `words`; returns its length in words.
+fn write_record(words: &mut [u32], profile: &Profile) -> usize {
+    let [high, low] = profile.key;
+    let header = [
+        high as u32,
+        (high >> 32) as u32,
+        low as u32,
+        (low >> 32) as u32,
+        1,
+        profile.links.len() as u32,
+    ];
+    words[..6].copy_from_slice(&header);
+    words[6..6 + 2 * profile.links.len()].copy_from_slice(profile.links.as_flattened());
+    6 + 2 * profile.links.len()
+}
+
+/// Scans the key-ordered records in `words[at..end]` for `key`: `Some(true)` (its links
+/// appended to `out`) when found, `Some(false)` at a larger key, `None` at `end`.
+#[inline]
+fn scan_records(
+    words: &[u32],
+    mut at: usize,
+    end: usize,
+    key: [u64; 2],
+    out: &mut Vec<[u32; 2]>,
+) -> Option<bool> {
+    while at < end {
+        let w = &words[at..at + 6];
+        let k = [
+            w[0] as u64 | (w[1] as u64) << 32,
+            w[2] as u64 | (w[3] as u64) << 32,
+        ];
+        let count = w[5] as usize;
+        if k == key {
+            for pair in words[at + 6..at + 6 + 2 * count].chunks_exact(2) {
+                out.push([pair[0], pair[1]]);
+            }
+            return Some(true);
+        }
+        if k > key {
+            return Some(false);
+        }
+        at += 6 + 2 * count;
+    }
+    None
+}
+
 /// Key-ordered pages of `page_words` u32 words holding variable-length records
 /// `[key: 4 words][updated][count][segment, expiry]*` in key order; word 0 of a page is its
 /// used word count with a spill flag in the top bit (records homed at or before this page
@@ -302,17 +350,7 @@ impl Paged {
                 let base = page * page_words;
                 let used = (words[base] & !SPILL) as usize;
                 if 1 + used + need <= page_words {
-                    let at = base + 1 + used;
-                    words[at] = profile.key[0] as u32;
-                    words[at + 1] = (profile.key[0] >> 32) as u32;
-                    words[at + 2] = profile.key[1] as u32;
-                    words[at + 3] = (profile.key[1] >> 32) as u32;
-                    words[at + 4] = 1;
-                    words[at + 5] = profile.links.len() as u32;
-                    for (i, link) in profile.links.iter().enumerate() {
-                        words[at + 6 + 2 * i] = link[0];
-                        words[at + 7 + 2 * i] = link[1];
-                    }
+                    write_record(&mut words[base + 1 + used..], profile);
                     words[base] = (words[base] & SPILL) | (used + need) as u32;
                     break;
                 }
@@ -352,24 +390,8 @@ impl Layout for Paged {
             let base = page * self.page_words;
             let header = self.words[base];
             let end = base + 1 + (header & !SPILL) as usize;
-            let mut at = base + 1;
-            while at < end {
-                let w = &self.words[at..at + 6];
-                let k = [
-                    w[0] as u64 | (w[1] as u64) << 32,
-                    w[2] as u64 | (w[3] as u64) << 32,
-                ];
-                let count = w[5] as usize;
-                if k == key {
-                    for pair in self.words[at + 6..at + 6 + 2 * count].chunks_exact(2) {
-                        out.push([pair[0], pair[1]]);
-                    }
-                    return true;
-                }
-                if k > key {
-                    return false;
-                }
-                at += 6 + 2 * count;
+            if let Some(found) = scan_records(self.words, base + 1, end, key, out) {
+                return found;
             }
             if header & SPILL == 0 {
                 return false;
@@ -404,17 +426,7 @@ impl Directory {
                 bucket += 1;
                 dir[bucket] = [at as u32, 0];
             }
-            arena[at] = profile.key[0] as u32;
-            arena[at + 1] = (profile.key[0] >> 32) as u32;
-            arena[at + 2] = profile.key[1] as u32;
-            arena[at + 3] = (profile.key[1] >> 32) as u32;
-            arena[at + 4] = 1;
-            arena[at + 5] = profile.links.len() as u32;
-            for (i, link) in profile.links.iter().enumerate() {
-                arena[at + 6 + 2 * i] = link[0];
-                arena[at + 7 + 2 * i] = link[1];
-            }
-            at += 6 + 2 * profile.links.len();
+            at += write_record(&mut arena[at..], profile);
             dir[bucket][1] = (at - dir[bucket][0] as usize) as u32;
         }
         Directory {
@@ -444,26 +456,7 @@ impl Layout for Directory {
             prefetch(line as *const u8);
             line += 64;
         }
-        let mut at = start;
-        while at < end {
-            let w = &self.arena[at..at + 6];
-            let k = [
-                w[0] as u64 | (w[1] as u64) << 32,
-                w[2] as u64 | (w[3] as u64) << 32,
-            ];
-            let count = w[5] as usize;
-            if k == key {
-                for pair in self.arena[at + 6..at + 6 + 2 * count].chunks_exact(2) {
-                    out.push([pair[0], pair[1]]);
-                }
-                return true;
-            }
-            if k > key {
-                return false;
-            }
-            at += 6 + 2 * count;
-        }
-        false
+        scan_records(self.arena, start, end, key, out).unwrap_or(false)
     }
 }
 

@@ -362,6 +362,14 @@ fn reserve_region(bytes: usize) -> *mut libc::c_void {
 mod tests {
     use super::*;
 
+    /// Whether each value equals its index.
+    fn counts_up<T: Copy + Into<u64>>(values: &[T]) -> bool {
+        values
+            .iter()
+            .enumerate()
+            .all(|(i, &value)| value.into() == i as u64)
+    }
+
     #[test]
     fn grows_and_keeps_contents() {
         let mut words = MmapVec::<u32>::new();
@@ -369,13 +377,7 @@ mod tests {
             words.push(i);
         }
         assert_eq!(words.len(), 100_000);
-        assert!(
-            words
-                .as_slice()
-                .iter()
-                .enumerate()
-                .all(|(i, &w)| w == i as u32)
-        );
+        assert!(counts_up(words.as_slice()));
         words.extend_from_slice(&[7, 8, 9]);
         assert_eq!(&words.as_slice()[100_000..], &[7, 8, 9]);
         assert!(words.mapped_bytes() >= 100_003 * 4);
@@ -388,13 +390,7 @@ mod tests {
         for i in 0..count as u64 {
             words.push(i);
         }
-        assert!(
-            words
-                .as_slice()
-                .iter()
-                .enumerate()
-                .all(|(i, &w)| w == i as u64)
-        );
+        assert!(counts_up(words.as_slice()));
         assert!(words.mapped_bytes() < count * 8 * 11 / 10);
     }
 
@@ -409,13 +405,7 @@ mod tests {
         words.push(1000);
         words.reserve_exact(10_000);
         assert!(!words.heap, "a grown array is a mapping");
-        assert!(
-            words
-                .as_slice()
-                .iter()
-                .enumerate()
-                .all(|(i, &w)| w == i as u32)
-        );
+        assert!(counts_up(words.as_slice()));
         words.set_len(11_001);
         assert!(words.as_slice()[1001..].iter().all(|&w| w == 0));
         assert!(!MmapVec::<u64>::zeroed(HEAP_BELOW / 8).heap);
