@@ -499,4 +499,58 @@ mod tests {
         }
         assert_eq!(table.len, 200 - 67);
     }
+
+    /// The one-pass resolver agrees with the by-id resolution of the profile API on every
+    /// list it accepts, and declines every list that resolution refuses.
+    #[test]
+    fn resolve_packed_agrees_with_the_by_id_resolution() {
+        use segmart_domain::profile::{ResolvedUpdate, resolve_lists_into};
+        let long = "a-segment-id-longer-than-16-bytes";
+        let mut map = SegmentMap::default();
+        map.insert("a", segment(1, 60, true));
+        map.insert("b", segment(2, 30, true));
+        map.insert("node", segment(3, 60, false));
+        map.insert(long, segment(4, 60, true));
+        let ids = ["a", "b", "node", "unknown", long];
+        let lists: Vec<Vec<&str>> = std::iter::once(vec![])
+            .chain(ids.iter().map(|id| vec![*id]))
+            .chain(
+                ids.iter()
+                    .flat_map(|x| ids.iter().map(move |y| vec![*x, *y])),
+            )
+            .collect();
+        let now = Timestamp::from_secs(1_000_000);
+        let (mut fast, mut by_id, mut located) = Default::default();
+        let mut accepted = 0;
+        for set in std::iter::once(None).chain(lists.iter().take(4).map(Some)) {
+            for add in &lists {
+                for remove in lists.iter().take(7) {
+                    let set = set.map(Vec::as_slice);
+                    let joined = set.unwrap_or(&[]).iter().chain(add).copied();
+                    let packed = map.resolve_packed(
+                        joined,
+                        add.len(),
+                        remove.iter().copied(),
+                        now,
+                        &mut located,
+                        &mut fast,
+                    );
+                    let lookup = |id: &&str| map.get(id);
+                    let outcome =
+                        resolve_lists_into(false, set, add, remove, now, lookup, &mut by_id);
+                    let case = format!("set {set:?}, add {add:?}, remove {remove:?}");
+                    if packed {
+                        assert!(outcome.is_ok(), "{case}");
+                        let ResolvedUpdate { add, remove, .. } = &by_id;
+                        assert_eq!((&fast.add, &fast.remove), (add, remove), "{case}");
+                        accepted += 1;
+                    } else {
+                        let has_long = [set.unwrap_or(&[]), add, remove].concat().contains(&long);
+                        assert!(outcome.is_err() || has_long, "{case}");
+                    }
+                }
+            }
+        }
+        assert!(accepted > 50, "{accepted} lists resolved in one pass");
+    }
 }

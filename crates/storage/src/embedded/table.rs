@@ -134,9 +134,10 @@ pub(crate) struct Scratch {
 }
 
 /// Sorts `adds` by segment into `out`, stably (among repeats of a segment the last add stays
-/// last and wins); adds already in order are copied as they are. Up to [`RANK_SORT_MAX`] adds are placed by rank — each add's position is
-/// the number of adds that sort before it — which is branch-free and beats an insertion sort's
-/// mispredictions on the handful of adds an update carries.
+/// last and wins); adds already in order are copied as they are. Up to [`RANK_SORT_MAX`] adds
+/// are placed by rank — each add's position is the number of adds that sort before it — which
+/// is branch-free and beats an insertion sort's mispredictions on the handful of adds an update
+/// carries.
 fn sort_adds(adds: &[[u32; 2]], out: &mut Vec<[u32; 2]>) {
     out.clear();
     // Batches pack their adds sorted (`packed::put_update`): then there is nothing to do.
