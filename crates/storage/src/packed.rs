@@ -66,35 +66,34 @@ pub(crate) fn put_update(out: &mut Vec<u8>, key: ProfileKey, update: &ResolvedUp
     let pair = |(segment, expiry): &(SegmentNum, Timestamp)| {
         (segment.0 as u64) | (clamp_secs(expiry.secs()) as u64) << 32
     };
-    if add.is_sorted_by_key(|(segment, _)| *segment) {
-        for link in add {
-            cursor.put(&pair(link).to_le_bytes());
+    // Sorted stably by segment (the low half of each pair): by insertion on the stack for the
+    // usual handful of adds (in order already, that is one comparison each).
+    let mut on_stack = [0u64; SORT_ON_STACK];
+    let mut on_heap = Vec::new();
+    let pairs = if add.len() <= SORT_ON_STACK {
+        &mut on_stack[..add.len()]
+    } else {
+        on_heap.resize(add.len(), 0);
+        &mut on_heap[..]
+    };
+    for (slot, link) in pairs.iter_mut().zip(add) {
+        *slot = pair(link);
+    }
+    if pairs.len() <= SORT_ON_STACK {
+        for filled in 1..pairs.len() {
+            let value = pairs[filled];
+            let mut at = filled;
+            while at > 0 && pairs[at - 1] as u32 > value as u32 {
+                pairs[at] = pairs[at - 1];
+                at -= 1;
+            }
+            pairs[at] = value;
         }
     } else {
-        // A stable sort by segment (the low half of each pair): an insertion sort on the
-        // stack for the usual handful of adds.
-        let mut on_stack = [0u64; SORT_ON_STACK];
-        if add.len() <= SORT_ON_STACK {
-            let pairs = &mut on_stack[..add.len()];
-            for (filled, link) in add.iter().enumerate() {
-                let value = pair(link);
-                let mut at = filled;
-                while at > 0 && pairs[at - 1] as u32 > value as u32 {
-                    pairs[at] = pairs[at - 1];
-                    at -= 1;
-                }
-                pairs[at] = value;
-            }
-            for pair in pairs.iter() {
-                cursor.put(&pair.to_le_bytes());
-            }
-        } else {
-            let mut pairs: Vec<u64> = add.iter().map(pair).collect();
-            pairs.sort_by_key(|pair| *pair as u32);
-            for pair in &pairs {
-                cursor.put(&pair.to_le_bytes());
-            }
-        }
+        pairs.sort_by_key(|pair| *pair as u32);
+    }
+    for pair in pairs.iter() {
+        cursor.put(&pair.to_le_bytes());
     }
     debug_assert!(cursor.0.is_empty(), "update_len matches the encoding");
 }
