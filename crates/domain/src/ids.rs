@@ -223,10 +223,9 @@ pub fn canonical_profile_id<'a>(raw: &'a str, id_type: &IdType) -> Result<Cow<'a
             raw.len()
         ));
     }
-    // Printable ASCII (the usual id) is checked a byte at a time, which vectorises; anything
-    // else is decoded to find the control characters beyond ASCII (U+0080 to U+009F).
-    let printable_ascii = raw.bytes().all(|byte| (0x20..0x7f).contains(&byte));
-    if !printable_ascii && raw.chars().any(|c| c.is_control()) {
+    // Printable ASCII (the usual id) is checked 8 bytes at a time; anything else is decoded to
+    // find the control characters beyond ASCII (U+0080 to U+009F).
+    if !printable_ascii(raw.as_bytes()) && raw.chars().any(|c| c.is_control()) {
         return Err("contains a control character".into());
     }
     match id_type {
@@ -247,6 +246,31 @@ pub fn canonical_profile_id<'a>(raw: &'a str, id_type: &IdType) -> Result<Cow<'a
             }
         }),
     }
+}
+
+/// Whether every byte is printable ASCII (0x20 to 0x7e), tested a word at a time: a byte fails
+/// when its top bit is set, when it is below 0x20, or when it is 0x7f. The two SWAR tests
+/// ("has a byte less than n", "has a zero byte") are exact as a whole-word answer for words
+/// without top bits, and words with a top bit fail anyway.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let failing = |word: u64| {
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word;
+        let delete = word ^ (ONES * 0x7f);
+        let is_delete = delete.wrapping_sub(ONES) & !delete;
+        (word | below_space | is_delete) & TOPS
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut failed = 0;
+    for chunk in &mut chunks {
+        failed |= failing(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+    // The tail padded with spaces, which pass.
+    let mut tail = [b' '; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    failed |= failing(u64::from_le_bytes(tail));
+    failed == 0
 }
 
 /// Prefix of the canonical mobile profile key.
@@ -330,6 +354,26 @@ fn parse_ip(raw: &str) -> Result<IpAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_at_a_time_printable_check_agrees_with_the_byte_test_at_every_position() {
+        let printable = |bytes: &[u8]| bytes.iter().all(|byte| (0x20..0x7f).contains(byte));
+        for len in 1..=19 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut id = vec![b'a'; len];
+                    id[at] = byte;
+                    // A failing byte after another one must not hide it, nor a passing one
+                    // after a failing one pass the word.
+                    if at + 1 < len {
+                        id[at + 1] = byte.wrapping_add(1);
+                    }
+                    assert_eq!(printable_ascii(&id), printable(&id), "{id:?}");
+                }
+            }
+        }
+        assert!(printable_ascii(b""));
+    }
 
     #[test]
     fn profile_ids_with_control_characters_are_refused_ascii_or_not() {
