@@ -95,7 +95,7 @@ impl Hiccups {
 }
 
 /// The machine's steal time so far, in USER_HZ ticks (0 where `/proc/stat` is not there).
-fn steal_ticks() -> u64 {
+pub(crate) fn steal_ticks() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|stat| {

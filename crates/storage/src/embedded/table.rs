@@ -151,18 +151,7 @@ fn sort_adds(adds: &[[u32; 2]], out: &mut Vec<[u32; 2]>) {
         return;
     }
     out.resize(adds.len(), [0, 0]);
-    for (index, add) in adds.iter().enumerate() {
-        let segment = add[0];
-        let before: usize = adds[..index]
-            .iter()
-            .map(|other| (other[0] <= segment) as usize)
-            .sum();
-        let after: usize = adds[index + 1..]
-            .iter()
-            .map(|other| (other[0] < segment) as usize)
-            .sum();
-        out[before + after] = *add;
-    }
+    crate::packed::place_by_rank(adds, |pair| pair[0], out);
 }
 
 /// Largest number of adds [`sort_adds`] ranks (quadratic); more are sorted by the library.
