@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn adds_are_packed_sorted_by_segment_with_repeats_in_their_order() {
         let at = Timestamp::from_secs(1_000);
-        for count in [5u32, 200] {
+        for count in [5u32, 16, 17, 200] {
             let add: Vec<_> = (0..count)
                 .map(|i| {
                     let segment = SegmentNum((i * 7919) % (count / 2 + 1));
