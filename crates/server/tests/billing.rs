@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Options, Tenant, TestServer};
+use common::{Options, Tenant, TestServer, USER_PASSWORD as PASSWORD};
 use reqwest::StatusCode;
 use segmart_domain::IdType;
 use segmart_domain::Timestamp;
@@ -13,8 +13,6 @@ use segmart_domain::pricing::CostType;
 use segmart_server::ops;
 use segmart_storage::billing_catalog::{BuyerKind, UserRole};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// A provider tenant with a member, a publisher, categories, a sign-in user and segments.
 struct Provider {
@@ -41,17 +39,11 @@ async fn provider(server: &TestServer, name: &str, keys: &[&str]) -> Provider {
     let tenant = server.tenant(IdType::Cookie).await;
     let catalog = server.state.catalog.as_ref();
     let now = server.state.clock.now();
-    let member = catalog
-        .member_of_provider(tenant.provider.id)
-        .await
-        .unwrap()
-        .unwrap();
-    catalog
-        .set_revshare(member.member_id, 20.0, now)
-        .await
-        .unwrap();
+    let username = format!("{name}-user");
+    let member_id = server.provider_user(&tenant, &username).await;
+    catalog.set_revshare(member_id, 20.0, now).await.unwrap();
     let publisher = catalog
-        .create_publisher(member.member_id, &format!("{name} publisher"), now)
+        .create_publisher(member_id, &format!("{name} publisher"), now)
         .await
         .unwrap();
     let price = |t, v, c| Price {
@@ -86,34 +78,12 @@ async fn provider(server: &TestServer, name: &str, keys: &[&str]) -> Provider {
         )
         .await
         .unwrap();
-    let username = format!("{name}-user");
-    ops::create_user(
-        catalog,
-        server.state.clock.as_ref(),
-        &username,
-        PASSWORD,
-        UserRole::Provider(member.member_id),
-    )
-    .await
-    .unwrap();
-    let mut segments = Vec::new();
-    for key in keys {
-        let (status, body) = server
-            .post(
-                &tenant.segments_path(),
-                &tenant.token,
-                json!({"segmentId": key, "name": key}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        segments.push((key.to_string(), body["id"].as_u64().unwrap() as u32));
-    }
-    let (status, body, _) = server.sign_in(&username, PASSWORD).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let session = body["response"]["token"].as_str().unwrap().to_owned();
+    let ids = server.create_segments(&tenant, keys).await;
+    let segments = keys.iter().map(|key| key.to_string()).zip(ids).collect();
+    let (session, _) = server.session(&username).await;
     Provider {
         tenant,
-        member_id: member.member_id,
+        member_id,
         fix_category: fix.id,
         rate_category: rate.id,
         rub_category: rub.id,

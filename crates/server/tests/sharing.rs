@@ -9,15 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{OPERATOR_TOKEN, Options, Tenant, TestServer};
+use common::{OPERATOR_TOKEN, Options, Tenant, TestServer, USER_PASSWORD as PASSWORD};
 use reqwest::StatusCode;
 use segmart_domain::IdType;
 use segmart_server::mail::{SmtpSettings, deliver_due};
 use segmart_server::ops;
 use segmart_storage::billing_catalog::{BuyerKind, UserRole};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// Python's aiosmtpd, started by the test on a free port; it prints every message it receives.
 struct SmtpServer {
@@ -99,13 +97,6 @@ async fn wait_for_port(port: u16) {
     );
 }
 
-async fn sign_in(server: &TestServer, username: &str) -> (String, String) {
-    let (status, body, cookie) = server.sign_in(username, PASSWORD).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let session = body["response"]["token"].as_str().unwrap().to_owned();
-    (session, cookie.expect("a session cookie"))
-}
-
 struct Owner {
     tenant: Tenant,
     session: String,
@@ -114,35 +105,10 @@ struct Owner {
 
 async fn owner(server: &TestServer, name: &str, keys: &[&str]) -> Owner {
     let tenant = server.tenant(IdType::Cookie).await;
-    let catalog = server.state.catalog.as_ref();
-    let member = catalog
-        .member_of_provider(tenant.provider.id)
-        .await
-        .unwrap()
-        .unwrap();
     let username = format!("{name}-owner");
-    ops::create_user(
-        catalog,
-        server.state.clock.as_ref(),
-        &username,
-        PASSWORD,
-        UserRole::Provider(member.member_id),
-    )
-    .await
-    .unwrap();
-    let mut segments = Vec::new();
-    for key in keys {
-        let (status, body) = server
-            .post(
-                &tenant.segments_path(),
-                &tenant.token,
-                json!({"segmentId": key, "name": format!("{key} people"), "description": "d"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        segments.push(body["id"].as_u64().unwrap() as u32);
-    }
-    let (session, _) = sign_in(server, &username).await;
+    server.provider_user(&tenant, &username).await;
+    let segments = server.create_segments(&tenant, keys).await;
+    let (session, _) = server.session(&username).await;
     Owner {
         tenant,
         session,
@@ -175,7 +141,7 @@ async fn buyer(server: &TestServer, name: &str, kind: BuyerKind) -> BuyerUser {
         .set_user_email(name, Some(&format!("{name}@example.test")))
         .await
         .unwrap();
-    let (session, cookie) = sign_in(server, name).await;
+    let (session, cookie) = server.session(name).await;
     BuyerUser {
         id: b.id,
         session,

@@ -12,11 +12,15 @@ use segmart_server::metrics::Metrics;
 use segmart_server::ratelimit::{RateLimitSettings, RateLimiter};
 use segmart_server::token::TokenSigner;
 use segmart_server::{AppState, Settings, SharedState, ops};
+use segmart_storage::billing_catalog::UserRole;
 use segmart_storage::catalog::{Catalog, Folder, Provider};
 use segmart_storage::embedded::{EmbeddedConfig, EmbeddedProfileStore};
 use segmart_storage::sqlite::SqliteCatalog;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+/// Password of the sign-in users the helpers create.
+pub const USER_PASSWORD: &str = "correct horse battery";
 
 pub const OPERATOR_TOKEN: &str = "sm_op_test-operator-token";
 
@@ -311,6 +315,54 @@ impl TestServer {
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
         let body: Value = response.json().await.unwrap();
         (status, body, cookie)
+    }
+
+    /// Signs `username` in with [`USER_PASSWORD`], asserting success: the session token and
+    /// the session cookie (`name=value`).
+    pub async fn session(&self, username: &str) -> (String, String) {
+        let (status, body, cookie) = self.sign_in(username, USER_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["response"]["token"].as_str().unwrap().to_owned();
+        (token, cookie.expect("a session cookie"))
+    }
+
+    /// Creates a sign-in user (password [`USER_PASSWORD`]) for the tenant's provider; returns
+    /// the provider's member id (its billing-API `data_provider_id`).
+    pub async fn provider_user(&self, tenant: &Tenant, username: &str) -> i64 {
+        let catalog = self.state.catalog.as_ref();
+        let member = catalog
+            .member_of_provider(tenant.provider.id)
+            .await
+            .unwrap()
+            .unwrap();
+        ops::create_user(
+            catalog,
+            self.state.clock.as_ref(),
+            username,
+            USER_PASSWORD,
+            UserRole::Provider(member.member_id),
+        )
+        .await
+        .unwrap();
+        member.member_id
+    }
+
+    /// Creates one segment per key in the tenant's folder through the segments API; returns
+    /// their platform-assigned integer ids, in order.
+    pub async fn create_segments(&self, tenant: &Tenant, keys: &[&str]) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (status, body) = self
+                .post(
+                    &tenant.segments_path(),
+                    &tenant.token,
+                    json!({"segmentId": key, "name": format!("{key} people")}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            ids.push(body["id"].as_u64().unwrap() as u32);
+        }
+        ids
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
