@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// mimalloc: batch parsing allocates many small vectors per request; the system allocator spent
-/// a fifth of a batch's CPU time in malloc/free.
+/// a fifth of a batch's CPU time in malloc/free. Built without transparent huge pages for the
+/// heap (`no_thp`): the first touch of each 2 MiB of a fresh heap range then costs one 4 KiB
+/// fault instead of a whole huge page, which a request would otherwise pay in the middle of its
+/// work (1–12 ms each on a virtual machine whose host backs guest memory lazily). The profile
+/// store's own tables keep their huge pages (see `storage::embedded::mmap`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

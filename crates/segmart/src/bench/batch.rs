@@ -78,33 +78,42 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         6.5
     );
     let bodies_count = bodies.len();
-    let writer = writer_thread_schedstat();
+    let writer = writer_thread_dir();
     let steal_before = super::hiccup::steal_ticks();
-    let (prepare, total, cpu) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut prepare = Vec::with_capacity(args.batches);
-        let mut total = Vec::with_capacity(args.batches);
-        let mut cpu = Vec::with_capacity(args.batches);
-        for i in 0..args.batches {
-            let (body, _) = &bodies[i % bodies.len()];
-            let writer_before = writer.as_deref().and_then(on_cpu_ns);
-            let cpu_before = thread_cpu_ns();
-            let started = Instant::now();
-            let now = clock.now();
-            let prepared = prepare_batch(body, &folder, &directory, &keyer, now)
-                .map_err(|e| anyhow::anyhow!(e.message))?;
-            prepare.push(started.elapsed().as_nanos() as u64);
-            store.write_blocking(prepared.batch)?;
-            total.push(started.elapsed().as_nanos() as u64);
-            let own = thread_cpu_ns() - cpu_before;
-            let writer_after = writer.as_deref().and_then(on_cpu_ns);
-            if let (Some(before), Some(after)) = (writer_before, writer_after) {
-                cpu.push(own + after.saturating_sub(before));
+    let (prepare, total, cpu, faults) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut prepare = Vec::with_capacity(args.batches);
+            let mut total = Vec::with_capacity(args.batches);
+            let mut cpu = Vec::with_capacity(args.batches);
+            let faults_before = (own_minor_faults(), writer.as_deref().and_then(minor_faults));
+            for i in 0..args.batches {
+                let (body, _) = &bodies[i % bodies.len()];
+                let writer_before = writer.as_deref().and_then(on_cpu_ns);
+                let cpu_before = thread_cpu_ns();
+                let started = Instant::now();
+                let now = clock.now();
+                let prepared = prepare_batch(body, &folder, &directory, &keyer, now)
+                    .map_err(|e| anyhow::anyhow!(e.message))?;
+                prepare.push(started.elapsed().as_nanos() as u64);
+                store.write_blocking(prepared.batch)?;
+                total.push(started.elapsed().as_nanos() as u64);
+                let own = thread_cpu_ns() - cpu_before;
+                let writer_after = writer.as_deref().and_then(on_cpu_ns);
+                if let (Some(before), Some(after)) = (writer_before, writer_after) {
+                    cpu.push(own + after.saturating_sub(before));
+                }
             }
-        }
-        store.shutdown_blocking()?;
-        Ok((prepare, total, cpu))
-    })
-    .await??;
+            let faults = (
+                own_minor_faults() - faults_before.0,
+                faults_before
+                    .1
+                    .zip(writer.as_deref().and_then(minor_faults))
+                    .map(|(before, after)| after.saturating_sub(before)),
+            );
+            store.shutdown_blocking()?;
+            Ok((prepare, total, cpu, faults))
+        })
+        .await??;
     let steal_ms = super::hiccup::steal_ticks().saturating_sub(steal_before) * 10;
     let report = |name: &str, mut samples: Vec<u64>| {
         samples.sort_unstable();
@@ -134,6 +143,16 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     // A virtual machine's thread CPU times include what the hypervisor took while the thread
     // was scheduled; this says how much that was, machine-wide, during the batches.
     println!("steal time during the batches (both CPUs): {steal_ms} ms");
+    // A first touch of fresh memory is a page fault; on a virtual machine whose host backs
+    // guest memory lazily one costs microseconds (a huge page, milliseconds), so faults on
+    // the request path show up in the tail.
+    println!(
+        "page faults during the batches: request thread {}, store writer {}",
+        faults.0,
+        faults
+            .1
+            .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+    );
     Ok(())
 }
 
@@ -148,18 +167,34 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The `schedstat` file of the profile store's writer thread (Linux), found by its name.
-fn writer_thread_schedstat() -> Option<std::path::PathBuf> {
+/// Minor page faults of the calling thread.
+fn own_minor_faults() -> u64 {
+    // SAFETY: an all-zero `rusage` is valid, and the call only fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for the call to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    usage.ru_minflt as u64
+}
+
+/// The `/proc` directory of the profile store's writer thread (Linux), found by its name.
+fn writer_thread_dir() -> Option<std::path::PathBuf> {
     std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
         let path = task.ok()?.path();
         let comm = std::fs::read_to_string(path.join("comm")).ok()?;
-        (comm.trim() == segmart_storage::embedded::WRITER_THREAD).then(|| path.join("schedstat"))
+        (comm.trim() == segmart_storage::embedded::WRITER_THREAD).then_some(path)
     })
 }
 
+/// Minor page faults of a thread: field 10 of its `stat` (after the parenthesised name).
+fn minor_faults(thread_dir: &std::path::Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(thread_dir.join("stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(7)?.parse().ok()
+}
+
 /// Time a thread has spent on a CPU (first field of its `schedstat`), in nanoseconds.
-fn on_cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(schedstat)
+fn on_cpu_ns(thread_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(thread_dir.join("schedstat"))
         .ok()?
         .split_whitespace()
         .next()?
