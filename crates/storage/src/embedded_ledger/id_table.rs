@@ -227,7 +227,7 @@ mod tests {
             // the other half land anywhere.
             let id = next() % 20_000;
             let top = if id % 2 == 0 {
-                id % 64 << 58
+                (id % 64) << 58
             } else {
                 id.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
             };
